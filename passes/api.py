@@ -1,0 +1,115 @@
+"""The pass interface: what a deployment implements to add its own document work.
+
+A pass is a function `run(ctx: PassContext) -> dict | None`, registered under a
+name in the `docsuper.passes` entry-point group:
+
+    [project.entry-points."docsuper.passes"]
+    vision = "clinic_passes.vision:run"
+
+It runs inside the job's child process, after the passes listed before it in
+the job. It reports progress with `ctx.progress(done, total)`, stores per-page
+results with `ctx.page_result(page, {...})` (a retry gets them back in
+`ctx.resumed(...)` and can skip those pages), and returns a small JSON-able
+summary that becomes part of the job's result. It raises `InvalidInput` for a
+document that can never succeed (no retries), and any other exception for a
+failure worth retrying. Memory is the supervisor's business: a pass that goes
+over the job's cap is killed with its whole process tree.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from docsuper.supervisor.protocol import JobSpec, encode_event
+
+ENTRY_POINT_GROUP = "docsuper.passes"
+
+
+class InvalidInput(Exception):
+    """The document can never succeed (corrupt, encrypted, too large…): dead at once, not retried."""
+
+
+class PassFunction(Protocol):
+    def __call__(self, ctx: "PassContext") -> dict[str, Any] | None: ...
+
+
+def rss_mb() -> float:
+    """This process's resident memory, read cheaply from /proc."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class PassContext:
+    """What a running pass can see and do. One per job attempt, shared by its passes."""
+
+    def __init__(self, spec: JobSpec, event_fd: int, workdir: Path | None = None) -> None:
+        self.spec = spec
+        self.job_id = spec.job_id
+        self.attempt = spec.attempt
+        self.source = spec.source
+        self.options = spec.options
+        self.config = spec.config
+        self.pass_name = ""
+        self.results: dict[str, Any] = {}  # summaries of the passes that ran before, by name
+        self._event_fd = event_fd
+        self._workdir = workdir
+        self.last_page: int | None = None
+
+    @property
+    def workdir(self) -> Path:
+        """A private temporary directory, removed when the child exits."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"docsuper-{self.job_id[:8]}-"))
+        return self._workdir
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dict(self.config.get(name, {}))
+
+    def resumed(self, pass_name: str | None = None) -> dict[int, dict[str, Any]]:
+        """Page results an earlier attempt stored for this pass, by page number."""
+        return dict(self.spec.resume.get(pass_name or self.pass_name, {}))
+
+    def emit(self, event: dict[str, Any]) -> None:
+        data = encode_event(event)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._event_fd, view)
+            view = view[written:]
+
+    def progress(self, done: int | None, total: int | None = None, **info: Any) -> None:
+        self.emit({"type": "progress", "pass": self.pass_name, "done": done, "total": total,
+                   "rss_mb": round(rss_mb(), 1), "t": time.time(), **info})
+
+    def page_result(self, page: int, result: dict[str, Any]) -> None:
+        """Send one page's result to the parent, which stores it before the job goes on."""
+        self.last_page = page
+        self.emit({"type": "page", "pass": self.pass_name, "page": page, "result": result})
+
+
+class UnknownPass(Exception):
+    pass
+
+
+@functools.cache
+def _registered() -> dict[str, EntryPoint]:
+    # Scanning installed distributions costs tens of milliseconds; the fork server
+    # does it once and every child inherits the answer.
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def find_pass(name: str) -> Callable[[PassContext], dict[str, Any] | None]:
+    """The function registered under `name`; UnknownPass lists the names that exist."""
+    entry = _registered().get(name)
+    if entry is None:
+        raise UnknownPass(f"no pass named {name!r}; installed passes: {', '.join(available_passes())}")
+    return entry.load()
+
+
+def available_passes() -> list[str]:
+    return sorted(_registered())

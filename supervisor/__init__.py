@@ -1,0 +1,1 @@
+"""The parent side: queue, scheduling, watchdog. Never imports document libraries."""

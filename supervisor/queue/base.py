@@ -1,0 +1,276 @@
+"""The queue contract, shared by the SQLite and PostgreSQL backends.
+
+A job moves `queued → running → succeeded | dead | cancelled`; a failed attempt
+with attempts left goes back to `queued` with a later `run_at`. Every attempt is
+its own row. Times are Unix seconds (floats) on both backends.
+
+Ownership is the lease: every write about a running job names the worker that
+claimed it, and a write from a worker that no longer holds the lease changes
+nothing. That is what keeps a job from being finished twice when a slow worker
+and the one that reclaimed its job both report.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+JOB_STATES = ("queued", "running", "succeeded", "dead", "cancelled")
+
+# Outcomes of one attempt (see README, "Outcomes"). COUNTED ones use up an attempt.
+OUTCOMES = ("succeeded", "error", "invalid_input", "oom", "timeout", "crashed", "lost",
+            "interrupted", "preempted", "cancelled")
+NOT_COUNTED = frozenset({"interrupted", "preempted"})
+
+
+class QueueError(Exception):
+    """A queue operation that cannot be done; the message is for the operator."""
+
+
+class SchemaOutdated(QueueError):
+    pass
+
+
+class JobNotFound(QueueError):
+    pass
+
+
+@dataclass
+class NewJob:
+    source: str | None = None
+    passes: list[str] = field(default_factory=lambda: ["ocr"])
+    options: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    max_attempts: int = 3
+    run_at: float | None = None  # None: now
+
+
+@dataclass
+class Job:
+    id: str
+    status: str
+    source: str | None
+    passes: list[str]
+    options: dict[str, Any]
+    priority: int
+    run_at: float
+    attempts: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    progress_done: int | None
+    progress_total: int | None
+    last_outcome: str | None
+    last_error: str | None
+    peak_mb: float | None
+    result: dict[str, Any] | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    dead_at: float | None
+    cancel_requested: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Attempt:
+    job_id: str
+    number: int
+    worker: str
+    started_at: float
+    outcome: str | None = None  # None while it runs
+    counted: bool = True
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_mb: float | None = None  # peak USS of the child's whole tree
+    peak_rss_mb: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = None
+    last_page: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class AttemptEnd:
+    """What the supervisor learned about an attempt when it ended."""
+
+    outcome: str
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_mb: float | None = None
+    peak_rss_mb: float | None = None
+    last_page: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: float
+    last_seen: float
+    running: int
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, jitter: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: base, 2·base, 4·base … capped, plus up to `jitter` of itself."""
+    delay = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    return delay * (1.0 + jitter * (rng or random).random())
+
+
+class Queue(abc.ABC):
+    """One queue file or database. Methods are safe to call from several processes at once."""
+
+    url: str
+
+    # -- schema --------------------------------------------------------
+    @abc.abstractmethod
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied (empty when current)."""
+
+    @abc.abstractmethod
+    def check_schema(self) -> None:
+        """Raise SchemaOutdated when `docsuper migrate` must run first."""
+
+    # -- producers and operators -----------------------------------------
+    @abc.abstractmethod
+    def submit(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Enqueue jobs; return their ids in order."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job:
+        """The job with this id or unique id prefix; JobNotFound otherwise."""
+
+    @abc.abstractmethod
+    def attempts(self, job_id: str) -> list[Attempt]:
+        ...
+
+    @abc.abstractmethod
+    def pages(self, job_id: str, pass_name: str | None = None) -> list[tuple[str, int, dict[str, Any]]]:
+        """Stored per-page results as (pass, page, result), by pass then page."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (every state present, zero when none)."""
+
+    @abc.abstractmethod
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
+        """Newest first (for dead: most recently dead first)."""
+
+    @abc.abstractmethod
+    def expired_leases(self) -> list[Job]:
+        """Running jobs whose lease has run out (their worker is gone or stuck)."""
+
+    @abc.abstractmethod
+    def retry(self, job_ids: Iterable[str] | None) -> list[str]:
+        """Put dead or cancelled jobs back to queued with a fresh attempt budget; None = all dead."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> str:
+        """Cancel a queued job at once; ask the owner of a running one to stop it. Returns the new state."""
+
+    @abc.abstractmethod
+    def has_queued(self) -> bool:
+        """True while any job is queued, due or not."""
+
+    # -- workers ---------------------------------------------------------
+    @abc.abstractmethod
+    def claim(self, worker_id: str, limit: int, lease_s: float) -> list[Job]:
+        """Take up to `limit` due jobs (highest priority, then oldest run_at) and start an attempt on each."""
+
+    @abc.abstractmethod
+    def claim_one(self, job_id: str, worker_id: str, lease_s: float) -> Job:
+        """Claim this job whatever its state unless another worker holds a live lease (`docsuper once`)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None]], lease_s: float) -> set[str]:
+        """Renew the leases of these running jobs and store their progress, in one statement.
+
+        Returns the ids among them that an operator asked to cancel."""
+
+    @abc.abstractmethod
+    def record_page(self, job_id: str, worker_id: str, pass_name: str, page: int, result: dict[str, Any]) -> bool:
+        """Store one page's result while the worker holds the lease. False when it no longer does."""
+
+    @abc.abstractmethod
+    def finish(self, job_id: str, worker_id: str, end: AttemptEnd, retry_delay_s: float) -> str | None:
+        """Close the running attempt and move the job on by the outcome.
+
+        Returns the job's new state, or None when this worker no longer holds the
+        lease (the job was reclaimed or finished elsewhere): nothing is written then."""
+
+    @abc.abstractmethod
+    def reclaim_expired(self, retry_delay_s: float) -> list[str]:
+        """Close every expired lease's attempt as `lost` and requeue or dead-letter the job."""
+
+    @abc.abstractmethod
+    def register_worker(self, info: WorkerInfo) -> None:
+        ...
+
+    @abc.abstractmethod
+    def worker_seen(self, worker_id: str, running: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def unregister_worker(self, worker_id: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        ...
+
+    # -- waiting ---------------------------------------------------------
+    def wakeup_fileno(self) -> int | None:
+        """A file descriptor that becomes readable when new work may be there (LISTEN), or None."""
+        return None
+
+    def consume_wakeups(self) -> None:
+        """Drain what made wakeup_fileno() readable."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        ...
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def next_state(outcome: str, attempts: int, max_attempts: int) -> str:
+    """Where a job goes after an attempt ends with `outcome` (attempts already counts it)."""
+    if outcome == "succeeded":
+        return "succeeded"
+    if outcome == "cancelled":
+        return "cancelled"
+    if outcome == "invalid_input":
+        return "dead"
+    if outcome in NOT_COUNTED:
+        return "queued"
+    return "queued" if attempts < max_attempts else "dead"
+
+
+def open_queue(url: str, schema: str = "docsuper") -> Queue:
+    """The backend for this URL: sqlite:///PATH or postgresql://…"""
+    if url.startswith("sqlite:"):
+        from .sqlite import SQLiteQueue
+
+        return SQLiteQueue(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresQueue
+
+        return PostgresQueue(url, schema=schema)
+    raise QueueError(f"queue.url: unsupported URL {url!r} (use sqlite:///PATH or postgresql://…)")
