@@ -29,6 +29,10 @@ class QueueError(Exception):
     """A queue operation that cannot be done; the message is for the operator."""
 
 
+class QueueUnavailable(QueueError):
+    """The database cannot be reached right now; the same call may succeed later."""
+
+
 class SchemaOutdated(QueueError):
     pass
 
@@ -195,10 +199,13 @@ class Queue(abc.ABC):
         """Claim this job whatever its state unless another worker holds a live lease (`docsuper once`)."""
 
     @abc.abstractmethod
-    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None]], lease_s: float) -> set[str]:
-        """Renew the leases of these running jobs and store their progress, in one statement.
+    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None, float | None]],
+                  lease_s: float) -> set[str]:
+        """Renew the leases of these running jobs, in one statement.
 
-        Returns the ids among them that an operator asked to cancel."""
+        `progress` maps each job id to (pages done, pages total, peak MB so far); the
+        job keeps the highest peak seen. Returns the ids among them this worker must
+        stop: an operator asked to cancel them, or the lease is no longer this worker's."""
 
     @abc.abstractmethod
     def record_page(self, job_id: str, worker_id: str, pass_name: str, page: int, result: dict[str, Any]) -> bool:

@@ -319,16 +319,18 @@ class SQLiteQueue(Queue):
                 self._close_attempt(db, full, "lost", "lease expired: its worker stopped renewing it", now)
             return self._start_attempt(db, full, worker_id, lease_s, now)
 
-    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None]], lease_s: float) -> set[str]:
+    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None, float | None]],
+                  lease_s: float) -> set[str]:
         if not progress:
             return set()
         now = time.time()
         with self._write() as db:
             db.executemany(
                 "UPDATE jobs SET lease_expires_at = ?, progress_done = coalesce(?, progress_done),"
-                " progress_total = coalesce(?, progress_total)"
+                " progress_total = coalesce(?, progress_total), peak_mb = max(coalesce(peak_mb, 0), coalesce(?, 0))"
                 " WHERE id = ? AND lease_owner = ? AND status = 'running'",
-                [(now + lease_s, done, total, job_id, worker_id) for job_id, (done, total) in progress.items()],
+                [(now + lease_s, done, total, peak, job_id, worker_id)
+                 for job_id, (done, total, peak) in progress.items()],
             )
             marks = ",".join("?" * len(progress))
             still_ours = {r[0]: r[1] for r in db.execute(

@@ -1,0 +1,101 @@
+"""The child side of one job: limits first, then the passes, then exit.
+
+A child is made either by the fork server (forked from a preloaded, single
+threaded process) or spawned as `python -m docsuper.passes.child SPEC_FD EVENT_FD`.
+Both paths end in `run_job`, so the two start methods behave the same.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import shutil
+import signal
+import sys
+import traceback
+from typing import Any
+
+from docsuper.supervisor.protocol import JobSpec
+
+from .api import InvalidInput, PassContext, UnknownPass, find_pass
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+TRACEBACK_TAIL_CHARS = 4000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def die_with_parent(expected_parent: int, signum: int = signal.SIGKILL) -> None:
+    """Ask the kernel to kill us when our parent dies, and close the race where it already has."""
+    prctl(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != expected_parent:
+        os._exit(1)
+
+
+def apply_limits(limits: dict[str, Any]) -> None:
+    """Kernel limits for this child. RLIMIT_DATA, not RLIMIT_AS: see docs/memory.md."""
+    data_bytes = int(limits["kernel_limit_mb"] * 1024 * 1024)
+    resource.setrlimit(resource.RLIMIT_DATA, (data_bytes, data_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def stdout_to_stderr() -> None:
+    # Anything a pass prints must not interleave with the supervisor's JSON log on stdout.
+    os.dup2(2, 1)
+
+
+def _failure(outcome: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "failure", "outcome": outcome, "message": message}
+    if exc is not None:
+        event["traceback"] = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL_CHARS:]
+    return event
+
+
+def run_job(spec: JobSpec, event_fd: int) -> int:
+    """Run the job's passes in order; report one result or one failure. Returns the exit code."""
+    ctx = PassContext(spec, event_fd)
+    try:
+        ctx.emit({"type": "started", "pid": os.getpid()})
+        for name in spec.passes:
+            ctx.pass_name = name
+            ctx.results[name] = find_pass(name)(ctx) or {}
+        ctx.emit({"type": "result", "summary": ctx.results})
+        return 0
+    except InvalidInput as exc:
+        ctx.emit(_failure("invalid_input", str(exc)))
+    except UnknownPass as exc:
+        ctx.emit(_failure("invalid_input", str(exc)))
+    except MemoryError as exc:
+        ctx.emit(_failure("oom", f"MemoryError in pass {ctx.pass_name!r} under the kernel memory limit", exc))
+    except BaseException as exc:  # a pass may raise anything, SystemExit included
+        ctx.emit(_failure("error", f"{type(exc).__name__} in pass {ctx.pass_name!r}: {exc}", exc))
+    finally:
+        if ctx._workdir is not None:
+            shutil.rmtree(ctx._workdir, ignore_errors=True)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of a spawned child: `python -m docsuper.passes.child SPEC_FD EVENT_FD PARENT_PID LIMITS_MB`."""
+    args = sys.argv[1:] if argv is None else argv
+    spec_fd, event_fd, parent_pid, kernel_limit_mb = (int(a) for a in args)
+    die_with_parent(parent_pid)
+    apply_limits({"kernel_limit_mb": kernel_limit_mb})
+    stdout_to_stderr()
+    with os.fdopen(spec_fd, "rb") as fh:
+        spec = JobSpec.from_json(fh.read())
+    code = run_job(spec, event_fd)
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

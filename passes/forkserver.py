@@ -1,0 +1,178 @@
+"""The fork server (zygote): imports the document libraries once, then forks one child per job.
+
+The supervisor starts it as a fresh interpreter (`python -m docsuper.passes.forkserver FD`)
+and talks to it over a SOCK_SEQPACKET socket:
+
+    supervisor → {"op": "start", "limits": {...}} + fds [event pipe, spec memfd]
+    server     → {"op": "started", "pid": N}  or  {"op": "refused", "message": "..."}
+    server     → {"op": "exited", "pid": N, "status": S, "maxrss_kb": K}   whenever a job child is reaped
+    server     → {"op": "ready", ...}                       once, after preloading
+
+Why a separate process: the supervisor runs threads (queue drivers, HTTP) and must
+never import the document libraries, and a fork copies only the calling thread.
+This process stays single-threaded (it checks before every fork) and never opens
+a document, so every child starts from the same clean, preloaded state and shares
+those pages with its siblings until it writes to them.
+
+It is a child subreaper: processes that a job starts and orphans are reparented
+here, not to init, so the supervisor's tree walk still finds them. When the
+supervisor goes away (socket closed or PDEATHSIG) it kills every job's process
+group and exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+MAX_MESSAGE = 65536
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+class ForkServer:
+    def __init__(self, sock: socket.socket, preload: list[str]) -> None:
+        self.sock = sock
+        self.preload = preload
+        self.jobs: set[int] = set()  # pids of live job children
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.send(json.dumps(message).encode())
+        except OSError:
+            self.shutdown()
+
+    def preload_modules(self) -> dict[str, Any]:
+        loaded, failed = [], {}
+        started = time.monotonic()
+        for name in self.preload:
+            try:
+                importlib.import_module(name)
+                loaded.append(name)
+            except Exception as exc:  # a missing optional library must not stop the server
+                failed[name] = f"{type(exc).__name__}: {exc}"
+            if _threads() > 1:
+                failed[name] = "started a thread at import; fork would be unsafe"
+                break
+        from . import api, child  # noqa: F401  (the runtime every child runs)
+
+        api.available_passes()  # warm the entry-point scan once for all children
+        return {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed,
+                "threads": _threads(), "seconds": round(time.monotonic() - started, 3)}
+
+    def shutdown(self, *_: object) -> None:
+        for pid in list(self.jobs):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(0)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.jobs:
+                self.jobs.discard(pid)
+                # Whatever the job left in its group goes too; we reap before reporting,
+                # so no new child can have been given this pid as its group id.
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.send({"op": "exited", "pid": pid, "status": status, "maxrss_kb": usage.ru_maxrss})
+            # Other pids are orphans a job left behind, reparented to us: reaping is all they need.
+
+    def start_job(self, message: dict[str, Any], fds: list[int]) -> None:
+        event_fd, spec_fd = fds
+        if _threads() > 1:
+            for fd in fds:
+                os.close(fd)
+            self.send({"op": "refused", "message": f"fork server has {_threads()} threads; refusing to fork"})
+            return
+        pid = os.fork()
+        if pid == 0:
+            self._become_child(message, event_fd, spec_fd)
+        os.close(event_fd)
+        os.close(spec_fd)
+        self.jobs.add(pid)
+        self.send({"op": "started", "pid": pid})
+
+    def _become_child(self, message: dict[str, Any], event_fd: int, spec_fd: int) -> None:
+        code = 1
+        try:
+            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+                signal.signal(signum, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            self.sock.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            os.setpgid(0, 0)
+            from . import child
+
+            child.die_with_parent(message["server_pid"])
+            child.apply_limits(message["limits"])
+            child.stdout_to_stderr()
+            from docsuper.supervisor.protocol import JobSpec
+
+            with os.fdopen(spec_fd, "rb") as fh:
+                spec = JobSpec.from_json(fh.read())
+            code = child.run_job(spec, event_fd)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGTERM, self.shutdown)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor to handle
+        self.send(self.preload_modules())
+        while True:
+            readable, _, _ = select.select([self.sock, self.wake_r], [], [])
+            if self.wake_r in readable:
+                try:
+                    while os.read(self.wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                self.reap()
+            if self.sock in readable:
+                data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
+                if not data:
+                    self.shutdown()
+                message = json.loads(data)
+                message["server_pid"] = os.getpid()
+                self.start_job(message, fds)
+
+
+def main() -> None:
+    from .child import PR_SET_CHILD_SUBREAPER, die_with_parent, prctl
+
+    fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
+    preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []
+    die_with_parent(parent_pid, signal.SIGTERM)  # SIGTERM: shutdown() kills the job groups first
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    sock = socket.socket(fileno=fd)
+    ForkServer(sock, preload).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The whole-box memory budget: how many children may run at once right now.
+
+Five OCR children cannot all sit at their 450 MB cap on a 512 MB box. A job is
+started only when what the running children hold (at least what jobs like them
+needed before) plus what the next job is expected to need fits the budget. The
+expectation is learned: the highest peak among the last few jobs with the same
+passes, until then the job's cap.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from pathlib import Path
+
+RECENT_PEAKS = 20
+
+
+def _cgroup_limit_bytes() -> int | None:
+    """The memory limit of the cgroup this process is in (v2 or v1), or None."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and controllers == "":
+            candidate = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max"
+        elif "memory" in controllers.split(","):
+            candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"
+        else:
+            continue
+        try:
+            text = candidate.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < (1 << 60):
+            return int(text)
+    return None
+
+
+def box_memory_mb() -> float:
+    """What this box (or the container it is in) may use: the cgroup limit, else physical RAM."""
+    limit = _cgroup_limit_bytes()
+    if limit is not None:
+        return limit / (1024 * 1024)
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("cannot read MemTotal from /proc/meminfo")
+
+
+class MemoryBudget:
+    def __init__(self, budget_mb: float, job_limit_mb: float) -> None:
+        self.budget_mb = budget_mb
+        self.job_limit_mb = job_limit_mb
+        self._peaks: dict[tuple[str, ...], deque[float]] = defaultdict(lambda: deque(maxlen=RECENT_PEAKS))
+
+    def learn(self, passes: list[str], peak_mb: float | None) -> None:
+        if peak_mb:
+            self._peaks[tuple(passes)].append(peak_mb)
+
+    def expected(self, passes: list[str] | None = None) -> float:
+        """Expected peak of a job with these passes; None: of the hungriest kind seen (or the cap)."""
+        if passes is not None:
+            seen = self._peaks.get(tuple(passes))
+            return max(seen) if seen else self.job_limit_mb
+        if not self._peaks:
+            return self.job_limit_mb
+        return max(max(p) for p in self._peaks.values() if p)
+
+    def room(self, running: list[tuple[list[str], float]], free_slots: int) -> int:
+        """How many more jobs to claim, given (passes, current MB) of each running child."""
+        if free_slots <= 0:
+            return 0
+        held = sum(max(current, self.expected(passes)) for passes, current in running)
+        each = max(1.0, self.expected())
+        fits = int((self.budget_mb - held) // each)
+        if not running:
+            fits = max(fits, 1)  # one job always runs, even when its cap exceeds the budget
+        return max(0, min(free_slots, fits))

@@ -1,0 +1,374 @@
+"""`docsuper`: the command line. Every error is one line and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from docsuper import __version__
+
+from .config import Config, ConfigError, describe, load_config
+from .queue.base import JOB_STATES, Job, JobNotFound, NewJob, Queue, QueueError, SchemaOutdated, open_queue
+
+EXIT_USAGE = 2
+
+
+class Failure(click.ClickException):
+    """An operator-facing error: printed as one line, exit 1 (or the code given)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"docsuper: {self.message}", err=True)
+
+
+class State:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            try:
+                self._config = load_config(self.config_path)
+            except ConfigError as exc:
+                raise Failure(str(exc), EXIT_USAGE) from None
+        return self._config
+
+    def queue(self, check_schema: bool = True) -> Queue:
+        try:
+            queue = open_queue(self.config.queue.url, self.config.queue.schema)
+            if check_schema:
+                queue.check_schema()
+            return queue
+        except SchemaOutdated as exc:
+            raise Failure(str(exc), EXIT_USAGE) from None
+        except QueueError as exc:
+            raise Failure(str(exc)) from None
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn queue errors raised inside a command into one-line failures."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JobNotFound as exc:
+            raise Failure(str(exc)) from None
+        except QueueError as exc:
+            raise Failure(str(exc)) from None
+
+    return wrapper
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="config.toml to read (default: $DOCSUPER_CONFIG, else ./config.toml, else built-in defaults)")
+@click.version_option(__version__, prog_name="docsuper")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """docsuper: document jobs, each in a fresh child process under a hard memory cap."""
+    ctx.obj = State(config_path)
+
+
+# -- the daemon -------------------------------------------------------------
+@main.command()
+@click.option("--drain", is_flag=True, help="exit 0 once no job is queued and no child is running")
+@click.pass_obj
+@_guard
+def run(state: State, drain: bool) -> None:
+    """Run the supervisor: claim jobs and run each in a fresh child."""
+    from .daemon import Supervisor
+
+    queue = state.queue()
+    with queue:
+        code = Supervisor(state.config, queue).run(drain=drain)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_obj
+@_guard
+def once(state: State, job_id: str) -> None:
+    """Replay one job in the foreground, as the daemon runs it, with a line per progress event."""
+    from .daemon import Child, Supervisor
+    from .logs import Logger
+
+    queue = state.queue()
+    cfg = state.config.replace(workers={"concurrency": 1})
+
+    def show(child: Child, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        sample = child.tree.sample() if child.tree.known else None
+        mem = f"rss {sample.rss_mb:6.1f} MB  uss {sample.uss_mb:6.1f} MB" if sample else ""
+        if kind == "started":
+            click.echo(f"started   pid {child.pid}  {mem}")
+        elif kind == "progress":
+            total = event.get("total")
+            where = f"{event.get('done')}/{total}" if total else f"{event.get('done')}"
+            click.echo(f"{event.get('pass', ''):<9} {where:<9} {mem}")
+        elif kind == "failure":
+            click.echo(f"failure   {event.get('outcome')}: {event.get('message')}")
+
+    with queue:
+        job = queue.claim_one(job_id, f"once:{os.getpid()}", cfg.queue.lease_s)
+        click.echo(f"job {job.id}  attempt {job.attempts}/{job.max_attempts}  passes {','.join(job.passes)}  "
+                   f"source {job.source or '-'}")
+        supervisor = Supervisor(cfg, queue, Logger("warning", cfg.log.format, sys.stderr), on_event=show)
+        supervisor.worker_id = f"once:{os.getpid()}"
+        supervisor.run(only=job)
+        record = supervisor.finished[-1] if supervisor.finished else {"outcome": "interrupted"}
+        final = queue.get(job.id)
+    line = (f"{record['outcome']}: peak {record.get('peak_mb')} MB uss / {record.get('peak_rss_mb')} MB rss, "
+            f"{record.get('seconds')} s; job is now {final.status}")
+    if record["outcome"] != "succeeded":
+        raise Failure(f"{line}; {record.get('error') or ''}".rstrip("; "))
+    click.echo(line)
+
+
+# -- producers --------------------------------------------------------------
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise Failure(f"--option {pair!r}: expected KEY=VALUE", EXIT_USAGE)
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
+def _source(path: str) -> str:
+    if "://" in path:
+        if not path.startswith(("file://", "http://", "https://")):
+            raise Failure(f"{path}: unsupported source (use a path, file://, http:// or https://)", EXIT_USAGE)
+        return path
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise Failure(f"{path}: no such file", EXIT_USAGE)
+    return str(resolved)
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--priority", type=int, default=0, show_default=True, help="higher runs first")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="default: retry.max_attempts")
+@click.option("--passes", default="ocr", show_default=True, help="comma-separated pass names, run in order")
+@click.option("--option", "options", multiple=True, help="KEY=VALUE handed to the passes (repeatable)")
+@click.option("--count", type=click.IntRange(1, 1_000_000), default=1, help="jobs per path (or without paths)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_guard
+def submit(state: State, paths: tuple[str, ...], priority: int, max_attempts: int | None, passes: str,
+           options: tuple[str, ...], count: int, as_json: bool) -> None:
+    """Queue one job per PATH (or URL); without PATH, jobs with no document (diagnostic passes)."""
+    from docsuper.passes.api import available_passes
+
+    names = [p.strip() for p in passes.split(",") if p.strip()]
+    known = available_passes()
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise Failure(f"--passes: unknown pass {', '.join(unknown) or '(none given)'}; "
+                      f"installed: {', '.join(known)}", EXIT_USAGE)
+    sources: list[str | None] = [_source(p) for p in paths] or [None]
+    opts = _parse_options(options)
+    attempts = max_attempts or state.config.retry.max_attempts
+    jobs = [NewJob(source=s, passes=names, options=opts, priority=priority, max_attempts=attempts)
+            for s in sources for _ in range(count)]
+    with state.queue() as queue:
+        ids = queue.submit(jobs)
+    if as_json:
+        click.echo(json.dumps([{"id": i, "source": j.source} for i, j in zip(ids, jobs)]))
+    else:
+        for job_id in ids:
+            click.echo(job_id)
+
+
+# -- operators --------------------------------------------------------------
+def _ago(t: float | None) -> str:
+    if t is None:
+        return "-"
+    seconds = time.time() - t
+    if seconds < 0:
+        return f"in {-seconds:.0f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _progress(job: Job) -> str:
+    if job.progress_done is None:
+        return "-"
+    return f"{job.progress_done}/{job.progress_total}" if job.progress_total else str(job.progress_done)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_guard
+def status(state: State, as_json: bool) -> None:
+    """Jobs per state, running jobs, expired leases, workers and recent dead letters."""
+    with state.queue() as queue:
+        counts = queue.counts()
+        running = queue.list_jobs("running", limit=100)
+        expired = queue.expired_leases()
+        dead = queue.list_jobs("dead", limit=10)
+        workers = queue.workers()
+    if as_json:
+        click.echo(json.dumps({
+            "counts": counts,
+            "running": [j.as_dict() for j in running],
+            "expired_leases": [j.id for j in expired],
+            "dead": [j.as_dict() for j in dead],
+            "workers": [w.__dict__ for w in workers],
+        }, default=str))
+        return
+    click.echo("  ".join(f"{s} {counts[s]}" for s in JOB_STATES))
+    if workers:
+        click.echo("\nworkers")
+        for w in workers:
+            click.echo(f"  {w.id:<40} running {w.running}  seen {_ago(w.last_seen)}  v{w.version}")
+    if running:
+        click.echo("\nrunning")
+        for j in running:
+            click.echo(f"  {j.id}  attempt {j.attempts}/{j.max_attempts}  progress {_progress(j):<9} "
+                       f"peak {j.peak_mb or 0:.0f} MB  since {_ago(j.started_at)}  on {j.lease_owner}")
+    if expired:
+        click.echo("\nexpired leases (reclaimed by the next running worker)")
+        for j in expired:
+            click.echo(f"  {j.id}  owner {j.lease_owner}  expired {_ago(j.lease_expires_at)}")
+    if dead:
+        click.echo("\nrecent dead letters")
+        for j in dead:
+            click.echo(f"  {j.id}  {j.last_outcome}  {_ago(j.dead_at)}  {(j.last_error or '')[:100]}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--text", is_flag=True, help="print the job's OCR text, pages separated by form feeds")
+@click.pass_obj
+@_guard
+def show(state: State, job_id: str, as_json: bool, text: bool) -> None:
+    """One job and every attempt."""
+    with state.queue() as queue:
+        job = queue.get(job_id)
+        if text:
+            pages = queue.pages(job.id, "ocr")
+            click.echo("\f".join(result.get("text", "") for _, _, result in pages), nl=False)
+            return
+        attempts = queue.attempts(job.id)
+    if as_json:
+        click.echo(json.dumps({**job.as_dict(), "attempts_detail": [a.as_dict() for a in attempts]}, default=str))
+        return
+    fields = ["status", "source", "passes", "priority", "attempts", "max_attempts", "progress", "peak_mb",
+              "last_outcome", "last_error", "lease_owner", "created_at", "started_at", "finished_at", "dead_at"]
+    click.echo(f"job {job.id}")
+    for name in fields:
+        value: Any = _progress(job) if name == "progress" else getattr(job, name)
+        if name.endswith("_at") and value is not None:
+            value = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))} ({_ago(value)})"
+        if name == "passes":
+            value = ",".join(value)
+        click.echo(f"  {name:<13} {value if value is not None else '-'}")
+    if job.result:
+        click.echo(f"  {'result':<13} {json.dumps(job.result)[:500]}")
+    click.echo("attempts")
+    for a in attempts:
+        how = f"signal {a.signal}" if a.signal else f"exit {a.exit_code}" if a.exit_code is not None else ""
+        click.echo(f"  #{a.number} {a.outcome or 'running':<13} {how:<10} peak {a.peak_mb or 0:.0f} MB "
+                   f"(rss {a.peak_rss_mb or 0:.0f})  {a.duration_s or 0:.2f} s  page {a.last_page or '-'}  "
+                   f"{'' if a.counted else '(not counted) '}{a.worker}")
+        if a.error:
+            click.echo(f"      {a.error}")
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--all-dead", is_flag=True, help="retry every dead job")
+@click.pass_obj
+@_guard
+def retry(state: State, job_ids: tuple[str, ...], all_dead: bool) -> None:
+    """Queue dead or cancelled jobs again with a fresh attempt budget."""
+    if bool(job_ids) == all_dead:
+        raise Failure("give job ids or --all-dead (not both)", EXIT_USAGE)
+    with state.queue() as queue:
+        ids = queue.retry(None if all_dead else list(job_ids))
+    click.echo(f"{len(ids)} job(s) queued again")
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_obj
+@_guard
+def cancel(state: State, job_id: str) -> None:
+    """Cancel a queued job, or stop a running one (its worker stops it at its next heartbeat)."""
+    with state.queue() as queue:
+        new_state = queue.cancel(job_id)
+        job = queue.get(job_id)
+    if new_state == "cancelled":
+        click.echo(f"job {job.id} cancelled")
+    else:
+        click.echo(f"job {job.id} is running on {job.lease_owner}: it will be stopped within "
+                   f"{state.config.queue.heartbeat_s:g} s")
+
+
+@main.command()
+@click.pass_obj
+@_guard
+def migrate(state: State) -> None:
+    """Create or update the queue's tables."""
+    with state.queue(check_schema=False) as queue:
+        applied = queue.migrate()
+    click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@main.command("config")
+@click.pass_obj
+def show_config(state: State) -> None:
+    """Print every setting's value and where to override it."""
+    values = state.config.as_dict()
+    for key, env, _default, help_text in describe():
+        section, name = key.split(".")
+        click.echo(f"{key:<28} = {values[section][name]!r:<28} {env}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--keep", type=click.Path(file_okay=False), default=None, help="keep the throwaway queue here")
+@click.pass_obj
+def selftest(state: State, as_json: bool, keep: str | None) -> None:
+    """Prove on this box that the limits hold: one job of each kind through the real supervisor."""
+    from .selftest import run_selftest
+
+    rows = run_selftest(state.config, keep)
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        click.echo(f"{'scenario':<14} {'expected':<13} {'outcome':<13} {'peak_mb':>8} {'seconds':>8}  contained")
+        for r in rows:
+            peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
+            click.echo(f"{r['scenario']:<14} {r['expected']:<13} {r['outcome'] or '-':<13} {peak:>8} "
+                       f"{r['seconds']:>8.2f}  {'yes' if r['contained'] else 'NO'}"
+                       + (f"  ({r['note']})" if r.get("note") else ""))
+    sys.exit(0 if all(r["contained"] for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,497 @@
+"""The supervisor loop behind `docsuper run` and `docsuper once`.
+
+One thread, one loop, in the manner of gunicorn's arbiter: signals are queued by
+their handlers and handled here; the loop sleeps in select() on the children's
+event pipes, the launcher's exit reports, the signal wake-up pipe and the queue's
+LISTEN socket, and on every turn it claims work, reads events, reaps children,
+samples memory and renews leases. The parent never touches a document.
+
+Writes to the queue go through an outbox: when the database is briefly away,
+children keep running and their page results and outcomes wait, in order, until
+the queue takes them.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psutil
+
+from docsuper import __version__
+
+from .budget import MemoryBudget, box_memory_mb
+from .config import Config
+from .launcher import LaunchError, make_launcher
+from .logs import Logger
+from .protocol import EventReader, JobSpec
+from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
+from .watchdog import ProcessTree
+
+OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of memory
+
+
+@dataclass
+class Child:
+    job: Job
+    pid: int
+    events: EventReader
+    tree: ProcessTree
+    claimed_at: float
+    started_at: float
+    deadline: float
+    peak_uss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    uss_mb: float = 0.0
+    done: int | None = None
+    total: int | None = None
+    last_page: int | None = None
+    result: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    stop_outcome: str | None = None  # set when the supervisor decided to stop it
+    stop_message: str | None = None
+    kill_at: float | None = None  # SIGKILL due after a SIGTERM
+    start_latency_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_status(status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) from a wait status."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status), None
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class Supervisor:
+    def __init__(self, config: Config, queue: Queue, logger: Logger | None = None,
+                 on_event: Callable[[Child, dict[str, Any]], None] | None = None) -> None:
+        self.cfg = config
+        self.queue = queue
+        self.log = logger or Logger(config.log.level, config.log.format)
+        self.on_event = on_event
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.launcher = make_launcher(config.workers.start_method, config.workers.preload)
+        self.children: dict[int, Child] = {}
+        self.outbox: deque[tuple[str, Callable[[], Any]]] = deque()
+        self.outbox_retry_at = 0.0
+        self.outbox_delay = 0.5
+        self.pending_signals: list[int] = []
+        self.stopping = False
+        self.stop_now = False
+        self.shutdown_deadline = 0.0
+        self.claim_wanted = True
+        self.next_poll = 0.0
+        self.next_sample = 0.0
+        self.next_heartbeat = 0.0
+        self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.budget = MemoryBudget(0, config.memory.job_limit_mb)
+        self.limits = {"kernel_limit_mb": config.kernel_limit_mb}
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous_handlers: dict[int, Any] = {}
+
+    # -- set-up and tear-down --------------------------------------------
+    def _install_signals(self) -> None:
+        def queue_signal(signum: int, _frame: object) -> None:
+            self.pending_signals.append(signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            self._previous_handlers[signum] = signal.signal(signum, queue_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+
+    def _start_launcher(self) -> None:
+        ready = self.launcher.start()
+        if ready.get("failed"):
+            self.log.warning("preload_incomplete", failed=ready["failed"])
+        mine = psutil.Process().memory_info().rss / 2**20
+        server = psutil.Process(ready["pid"]).memory_info().rss / 2**20 if ready["pid"] != os.getpid() else 0.0
+        budget = self.cfg.memory.box_budget_mb or max(
+            0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
+        self.budget.budget_mb = budget
+        self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.get("preloaded"),
+                      seconds=ready.get("seconds"), parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
+                      box_budget_mb=round(budget), job_limit_mb=self.cfg.memory.job_limit_mb,
+                      kernel_limit_mb=self.cfg.kernel_limit_mb)
+
+    def _register(self) -> None:
+        now = time.time()
+        host = socket.gethostname()
+        self._queue_call("register worker", lambda: self.queue.register_worker(
+            WorkerInfo(self.worker_id, host, os.getpid(), __version__, now, now, 0)))
+
+    # -- the loop ----------------------------------------------------------
+    def run(self, drain: bool = False, only: Job | None = None) -> int:
+        """Run until stopped (or, with `drain`, until no work is left; with `only`, until that job ends)."""
+        self._install_signals()
+        try:
+            self._start_launcher()
+            self._register()
+            self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
+                          queue=_redact(self.queue.url), drain=drain)
+            if only is not None:
+                self._start_child(only, time.monotonic())
+            while True:
+                now = time.monotonic()
+                self._handle_signals(now)
+                self._flush_outbox(now)
+                if only is None and not self.stopping:
+                    self._claim(now, drain)
+                self._wait(self._timeout(time.monotonic(), drain))
+                self._read_events()
+                self._reap()
+                now = time.monotonic()
+                if now >= self.next_sample:
+                    self._watch(now)
+                if now >= self.next_heartbeat:
+                    self._heartbeat(now)
+                if not self.children:
+                    if only is not None or self.stopping:
+                        break
+                    if drain and not self.claim_wanted and not self._has_queued():
+                        break
+            self._flush_outbox(time.monotonic(), final=True)
+            return 0
+        finally:
+            for child in self.children.values():
+                child.tree.kill()
+            self.launcher.stop()
+            try:
+                self.queue.unregister_worker(self.worker_id)
+            except QueueError:
+                pass
+            self._restore_signals()
+            self.log.info("supervisor_stopped", worker=self.worker_id, jobs=len(self.finished))
+
+    def _timeout(self, now: float, drain: bool) -> float:
+        moments = [self.next_sample, self.next_heartbeat]
+        if not self.stopping and len(self.children) < self.cfg.workers.concurrency:
+            moments.append(now if self.claim_wanted else self.next_poll)
+        if self.outbox:
+            moments.append(self.outbox_retry_at)
+        moments.extend(c.kill_at for c in self.children.values() if c.kill_at)
+        if self.stopping:
+            moments.append(self.shutdown_deadline)
+        return max(0.0, min(moments) - now)
+
+    def _wait(self, timeout: float) -> None:
+        fds = [self._wake_r, self.launcher.fileno()]
+        fds.extend(c.events.fd for c in self.children.values() if not c.events.closed)
+        listen_fd = self.queue.wakeup_fileno()
+        if listen_fd is not None:
+            fds.append(listen_fd)
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        if self._wake_r in readable:
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        if listen_fd is not None and listen_fd in readable:
+            self._queue_call("read notifications", self.queue.consume_wakeups)
+            self.claim_wanted = True
+
+    # -- signals -----------------------------------------------------------
+    def _handle_signals(self, now: float) -> None:
+        while self.pending_signals:
+            signum = self.pending_signals.pop(0)
+            if signum == signal.SIGCHLD:
+                on_sigchld = getattr(self.launcher, "on_sigchld", None)
+                if on_sigchld:
+                    on_sigchld()
+                continue
+            if not self.stopping:
+                self.stopping = True
+                self.shutdown_deadline = now + self.cfg.workers.shutdown_grace_s
+                self.log.info("shutdown_requested", signal=signal_name(signum), running=len(self.children),
+                              grace_s=self.cfg.workers.shutdown_grace_s)
+            elif not self.stop_now:
+                self.stop_now = True
+                self.log.warning("shutdown_now", signal=signal_name(signum), running=len(self.children))
+                for child in self.children.values():
+                    self._stop(child, "interrupted", "worker shut down at once (second signal)", now, grace=0)
+        if self.stopping and now >= self.shutdown_deadline:
+            for child in self.children.values():
+                if child.stop_outcome is None:
+                    self._stop(child, "interrupted", "worker shut down; the job goes back to the queue", now)
+
+    # -- claiming and starting -------------------------------------------
+    def _has_queued(self) -> bool:
+        try:
+            return self.queue.has_queued()
+        except QueueUnavailable:
+            return True
+
+    def _claim(self, now: float, drain: bool) -> None:
+        free = self.cfg.workers.concurrency - len(self.children)
+        if free <= 0 or not (self.claim_wanted or now >= self.next_poll) or self.outbox:
+            return
+        want = self.budget.room([(c.job.passes, c.uss_mb) for c in self.children.values()], free)
+        if want <= 0:
+            self.claim_wanted = False
+            self.next_poll = now + self.cfg.memory.watchdog_interval_ms / 1000
+            return
+        try:
+            jobs = self.queue.claim(self.worker_id, want, self.cfg.queue.lease_s)
+        except QueueUnavailable as exc:
+            self.log.warning("queue_unavailable", action="claim", error=str(exc))
+            self.claim_wanted = False
+            self.next_poll = now + min(self.cfg.queue.poll_interval_s, 2.0)
+            return
+        for job in jobs:
+            self._start_child(job, now)
+        self.claim_wanted = len(jobs) == want and want == free
+        if not self.claim_wanted:
+            poll = self.cfg.queue.poll_interval_s
+            self.next_poll = now + (min(poll, 0.5) if drain else poll)
+
+    def _resume_data(self, job: Job) -> dict[str, dict[int, dict[str, Any]]]:
+        if job.attempts <= 1 and job.progress_done is None:
+            return {}
+        resume: dict[str, dict[int, dict[str, Any]]] = {}
+        for pass_name, page, result in self.queue.pages(job.id):
+            resume.setdefault(pass_name, {})[page] = result
+        return resume
+
+    def _start_child(self, job: Job, claimed_at: float) -> None:
+        try:
+            spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options, self.cfg.as_dict(),
+                           self._resume_data(job))
+            pid, fd = self.launcher.launch(spec, self.limits)
+        except (LaunchError, OSError, QueueError) as exc:
+            self.log.error("launch_failed", job_id=job.id, error=str(exc))
+            end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
+            self.outbox.append(("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0)))
+            self._restart_launcher()
+            return
+        now = time.monotonic()
+        self.children[pid] = Child(job=job, pid=pid, events=EventReader(fd), tree=ProcessTree(pid),
+                                   claimed_at=claimed_at, started_at=now,
+                                   deadline=now + self.cfg.workers.job_timeout_s)
+        self.log.debug("job_started", job_id=job.id, attempt=job.attempts, pid=pid, passes=job.passes)
+
+    def _restart_launcher(self) -> None:
+        for child in list(self.children.values()):
+            self._finish(child, None, "the fork server died, and its children with it")
+        self.launcher.stop()
+        time.sleep(0.5)  # a server that dies at once must not spin the loop
+        self._start_launcher()
+
+    # -- events from children ----------------------------------------------
+    def _read_events(self) -> None:
+        for child in list(self.children.values()):
+            self._drain_events(child)
+
+    def _drain_events(self, child: Child) -> None:
+        while not child.events.closed:
+            before = child.events.closed
+            events = list(child.events.read_available())
+            for event in events:
+                self._on_event(child, event)
+            if not events and child.events.closed == before:
+                return
+
+    def _on_event(self, child: Child, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "started":
+            child.start_latency_s = time.monotonic() - child.claimed_at
+        elif kind == "progress":
+            child.done, child.total = event.get("done"), event.get("total")
+        elif kind == "page":
+            child.last_page = event["page"]
+            job_id, pass_name, page, result = child.job.id, event["pass"], event["page"], event["result"]
+            self.outbox.append(("record page", lambda: self.queue.record_page(
+                job_id, self.worker_id, pass_name, page, result)))
+        elif kind == "result":
+            child.result = event.get("summary") or {}
+        elif kind == "failure":
+            child.failure = event
+        elif kind == "protocol_error":
+            self.log.warning("protocol_error", job_id=child.job.id, message=event.get("message"))
+        if self.on_event is not None:
+            self.on_event(child, event)
+
+    # -- reaping and classifying -------------------------------------------
+    def _reap(self) -> None:
+        try:
+            exits = self.launcher.exits()
+        except LaunchError as exc:
+            self.log.error("launcher_died", error=str(exc))
+            self._restart_launcher()
+            return
+        for pid, status, maxrss_mb in exits:
+            child = self.children.get(pid)
+            if child is not None:
+                child.peak_rss_mb = max(child.peak_rss_mb, maxrss_mb)
+                self._finish(child, status)
+
+    def _classify(self, child: Child, status: int | None, lost_reason: str | None) -> AttemptEnd:
+        exit_code, signum = describe_status(status) if status is not None else (None, None)
+        end = AttemptEnd("crashed", exit_code=exit_code, signal=signum, peak_mb=round(child.peak_uss_mb, 1),
+                         peak_rss_mb=round(child.peak_rss_mb, 1), last_page=child.last_page)
+        cap = self.cfg.memory.job_limit_mb
+        if child.stop_outcome is not None:
+            end.outcome, end.error = child.stop_outcome, child.stop_message
+        elif child.result is not None and exit_code == 0:
+            end.outcome, end.result = "succeeded", child.result
+        elif child.failure is not None:
+            end.outcome = child.failure.get("outcome", "error")
+            end.error = child.failure.get("message")
+            end.traceback = child.failure.get("traceback")
+        elif lost_reason is not None:
+            end.error = lost_reason
+        elif child.peak_uss_mb >= OOM_MARGIN * cap or child.peak_rss_mb >= OOM_MARGIN * self.cfg.kernel_limit_mb:
+            end.outcome = "oom"
+            how = f"by {signal_name(signum)}" if signum else f"with exit code {exit_code}"
+            end.error = (f"died {how} at {child.peak_uss_mb:.0f} MB, near its {cap} MB cap "
+                         f"(kernel limit {self.cfg.kernel_limit_mb} MB)")
+        elif signum is not None:
+            end.error = f"killed by {signal_name(signum)} without a result"
+        else:
+            end.error = f"exited with code {exit_code} without a result"
+        return end
+
+    def _finish(self, child: Child, status: int | None, lost_reason: str | None = None) -> None:
+        self.children.pop(child.pid, None)
+        self._drain_events(child)
+        os.close(child.events.fd)
+        child.tree.kill()  # anything the job left running goes with it
+        end = self._classify(child, status, lost_reason)
+        self.budget.learn(child.job.passes, child.peak_uss_mb)
+        delay = backoff_delay(child.job.attempts, self.cfg.retry.backoff_base_s, self.cfg.retry.backoff_max_s,
+                              self.cfg.retry.jitter)
+        record = {"job_id": child.job.id, "attempt": child.job.attempts, "outcome": end.outcome,
+                  "peak_mb": end.peak_mb, "peak_rss_mb": end.peak_rss_mb,
+                  "seconds": round(time.monotonic() - child.started_at, 3),
+                  "start_ms": round(child.start_latency_s * 1000, 1) if child.start_latency_s is not None else None,
+                  "exit_code": end.exit_code, "signal": signal_name(end.signal) if end.signal else None,
+                  "last_page": end.last_page, "error": end.error}
+        self.finished.append(record)
+
+        def write() -> str | None:
+            state = self.queue.finish(child.job.id, self.worker_id, end, delay)
+            level = "info" if end.outcome == "succeeded" else "warning"
+            if state is None:
+                self.log.warning("job_result_discarded", job_id=child.job.id, outcome=end.outcome,
+                                 reason="the lease was lost; another worker owns the job now")
+            else:
+                self.log.log(level, "job_finished", state=state, **record)
+            return state
+
+        self.outbox.append(("finish", write))
+        self.claim_wanted = True
+
+    # -- watchdog ----------------------------------------------------------
+    def _stop(self, child: Child, outcome: str, message: str, now: float, grace: float | None = None) -> None:
+        """Stop a child's tree: SIGTERM, then SIGKILL after the grace (0: SIGKILL now)."""
+        if child.stop_outcome is None:
+            child.stop_outcome, child.stop_message = outcome, message
+        grace = self.cfg.workers.term_grace_s if grace is None else grace
+        if grace <= 0:
+            child.tree.kill()
+            child.kill_at = None
+        else:
+            child.tree.signal(signal.SIGTERM)
+            child.kill_at = now + grace
+        self.log.info("job_stopping", job_id=child.job.id, outcome=outcome, reason=message, pid=child.pid)
+
+    def _watch(self, now: float) -> None:
+        self.next_sample = now + self.cfg.memory.watchdog_interval_ms / 1000
+        cap = self.cfg.memory.job_limit_mb
+        total = 0.0
+        for child in list(self.children.values()):
+            sample = child.tree.sample()
+            child.uss_mb = sample.uss_mb
+            child.peak_uss_mb = max(child.peak_uss_mb, sample.uss_mb)
+            child.peak_rss_mb = max(child.peak_rss_mb, sample.rss_mb)
+            total += sample.uss_mb
+            if child.kill_at is not None and now >= child.kill_at:
+                child.tree.kill()
+                child.kill_at = None
+            if child.stop_outcome is not None:
+                continue
+            if sample.uss_mb > cap:
+                self._stop(child, "oom", f"used {sample.uss_mb:.0f} MB (USS of {sample.processes} processes), "
+                                         f"over its {cap} MB cap", now, grace=0)
+            elif now >= child.deadline:
+                self._stop(child, "timeout", f"ran longer than {self.cfg.workers.job_timeout_s:g} s", now)
+        if total > self.budget.budget_mb and len(self.children) > 1:
+            youngest = max((c for c in self.children.values() if c.stop_outcome is None),
+                           key=lambda c: c.started_at, default=None)
+            if youngest is not None:
+                self._stop(youngest, "preempted", f"children used {total:.0f} MB together, over the box budget of "
+                                                  f"{self.budget.budget_mb:.0f} MB", now, grace=0)
+
+    # -- leases ----------------------------------------------------------
+    def _heartbeat(self, now: float) -> None:
+        self.next_heartbeat = now + self.cfg.queue.heartbeat_s
+        progress = {c.job.id: (c.done, c.total, round(c.peak_uss_mb, 1))
+                    for c in self.children.values() if c.stop_outcome is None}
+        try:
+            to_stop = self.queue.heartbeat(self.worker_id, progress, self.cfg.queue.lease_s)
+            self.queue.worker_seen(self.worker_id, len(self.children))
+            delay = self.cfg.retry.backoff_base_s
+            for job_id in self.queue.reclaim_expired(delay):
+                self.log.warning("lease_reclaimed", job_id=job_id, outcome="lost")
+                self.claim_wanted = True
+        except QueueUnavailable as exc:
+            self.log.warning("queue_unavailable", action="heartbeat", error=str(exc))
+            return
+        for child in list(self.children.values()):
+            if child.job.id in to_stop and child.stop_outcome is None:
+                self._stop(child, "cancelled", "cancelled by an operator (or its lease was taken over)", now)
+
+    # -- the outbox --------------------------------------------------------
+    def _queue_call(self, what: str, fn: Callable[[], Any]) -> None:
+        self.outbox.append((what, fn))
+        self._flush_outbox(time.monotonic())
+
+    def _flush_outbox(self, now: float, final: bool = False) -> None:
+        deadline = now + 10.0
+        while self.outbox:
+            if not final and now < self.outbox_retry_at:
+                return
+            what, fn = self.outbox[0]
+            try:
+                fn()
+            except QueueUnavailable as exc:
+                self.outbox_retry_at = time.monotonic() + self.outbox_delay
+                self.outbox_delay = min(self.outbox_delay * 2, 10.0)
+                self.log.warning("queue_unavailable", action=what, pending=len(self.outbox), error=str(exc),
+                                 retry_in_s=round(self.outbox_delay, 1))
+                if not final or time.monotonic() > deadline:
+                    return
+                time.sleep(self.outbox_delay)
+                continue
+            except QueueError as exc:
+                self.log.error("queue_write_failed", action=what, error=str(exc))
+            self.outbox.popleft()
+            self.outbox_delay = 0.5
+
+
+def _redact(url: str) -> str:
+    """The queue URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

@@ -1,0 +1,225 @@
+"""Starting job children: from the fork server (default) or as fresh interpreters.
+
+Both launchers hand back the child's pid and the read end of its event pipe, and
+report exits as (pid, wait status, peak RSS in MB) through `exits()`, which the supervisor calls
+when `fileno()` is readable. The spec travels in a memfd, so its size (resume data
+of a long document) never blocks the supervisor on a pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .protocol import JobSpec
+
+# glibc and the numeric libraries read these when a process starts, so they must be
+# in place before the fork server (or a spawned child) begins, not set by a pass.
+CHILD_ENVIRONMENT = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": "4194304",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class LaunchError(Exception):
+    pass
+
+
+def _exit_of(message: dict[str, Any]) -> tuple[int, int, float]:
+    return message["pid"], message["status"], message.get("maxrss_kb", 0) / 1024
+
+
+def child_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in CHILD_ENVIRONMENT.items():
+        env.setdefault(key, value)
+    return env
+
+
+def _spec_memfd(spec: JobSpec) -> int:
+    fd = os.memfd_create(f"docsuper-spec-{spec.job_id[:8]}", os.MFD_CLOEXEC)
+    os.write(fd, spec.to_json().encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _event_pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(read_fd, False)
+    return read_fd, write_fd
+
+
+class ForkServerLauncher:
+    name = "forkserver"
+
+    def __init__(self, preload: list[str], ready_timeout_s: float = 120.0) -> None:
+        self.preload = preload
+        self.ready_timeout_s = ready_timeout_s
+        self.sock: socket.socket | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready: dict[str, Any] = {}
+        self._pending_exits: list[tuple[int, int, float]] = []
+
+    def start(self) -> dict[str, Any]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "docsuper.passes.forkserver", str(theirs.fileno()), str(os.getpid()),
+             ",".join(self.preload)],
+            pass_fds=[theirs.fileno()], env=child_environment(), stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock = ours
+        message = self._receive(timeout=self.ready_timeout_s)
+        if message.get("op") != "ready":
+            raise LaunchError(f"fork server did not start: {message}")
+        self.ready = message
+        return message
+
+    def _receive(self, timeout: float | None) -> dict[str, Any]:
+        assert self.sock is not None
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise LaunchError("fork server did not answer in time") from None
+        finally:
+            self.sock.setblocking(False)
+        if not data:
+            raise LaunchError(f"fork server exited (code {self.process.poll() if self.process else '?'})")
+        return json.loads(data)
+
+    def fileno(self) -> int:
+        assert self.sock is not None
+        return self.sock.fileno()
+
+    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int, int]:
+        assert self.sock is not None
+        read_fd, write_fd = _event_pipe()
+        spec_fd = _spec_memfd(spec)
+        try:
+            socket.send_fds(self.sock, [json.dumps({"op": "start", "limits": limits}).encode()], [write_fd, spec_fd])
+        finally:
+            os.close(write_fd)
+            os.close(spec_fd)
+        deadline = time.monotonic() + 30
+        while True:
+            message = self._receive(timeout=max(0.01, deadline - time.monotonic()))
+            if message["op"] == "started":
+                return message["pid"], read_fd
+            if message["op"] == "exited":
+                self._pending_exits.append(_exit_of(message))
+                continue
+            os.close(read_fd)
+            raise LaunchError(message.get("message", str(message)))
+
+    def exits(self) -> list[tuple[int, int, float]]:
+        """Exits reported since the last call. LaunchError when the fork server itself is gone."""
+        found, self._pending_exits = self._pending_exits, []
+        while True:
+            try:
+                data = self.sock.recv(65536) if self.sock else b""
+            except BlockingIOError:
+                return found
+            if not data:
+                raise LaunchError("the fork server exited; its children died with it")
+            message = json.loads(data)
+            if message.get("op") == "exited":
+                found.append(_exit_of(message))
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # the server kills what is left and exits
+            self.sock = None
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+class SpawnLauncher:
+    """A fresh interpreter per job. Slower to start, shares nothing; the fallback and the baseline."""
+
+    name = "spawn"
+
+    def __init__(self) -> None:
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ready: dict[str, Any] = {}
+
+    def start(self) -> dict[str, Any]:
+        from docsuper.passes.child import PR_SET_CHILD_SUBREAPER, prctl
+
+        # Orphans of our job children come back to us, so the tree walk still finds them.
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.ready = {"op": "ready", "pid": os.getpid(), "preloaded": [], "failed": {}}
+        return self.ready
+
+    def fileno(self) -> int:
+        return self._wake_r
+
+    def on_sigchld(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int, int]:
+        read_fd, write_fd = _event_pipe()
+        spec_fd = _spec_memfd(spec)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "docsuper.passes.child", str(spec_fd), str(write_fd), str(os.getpid()),
+                 str(limits["kernel_limit_mb"])],
+                pass_fds=[spec_fd, write_fd], env=child_environment(), stdin=subprocess.DEVNULL,
+                process_group=0,
+            )
+        finally:
+            os.close(write_fd)
+            os.close(spec_fd)
+        self._children[process.pid] = process
+        return process.pid, read_fd
+
+    def exits(self) -> list[tuple[int, int, float]]:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        found = []
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            process = self._children.pop(pid, None)
+            if process is not None:
+                process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+                found.append((pid, status, usage.ru_maxrss / 1024))
+        return found
+
+    def stop(self) -> None:
+        for pid in list(self._children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.exits()
+
+
+def make_launcher(start_method: str, preload: list[str]) -> ForkServerLauncher | SpawnLauncher:
+    return ForkServerLauncher(preload) if start_method == "forkserver" else SpawnLauncher()

@@ -1,0 +1,44 @@
+"""One JSON object per line on stdout: what the operator greps and Render's log view shows."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class Logger:
+    def __init__(self, level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+        self.threshold = LEVELS[level]
+        self.fmt = fmt
+        self.stream = stream or sys.stdout
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        if LEVELS[level] < self.threshold:
+            return
+        record = {"ts": round(time.time(), 3), "level": level, "event": event, **fields}
+        if self.fmt == "json":
+            line = json.dumps(record, default=str, separators=(",", ":"))
+        else:
+            extras = " ".join(f"{k}={v}" for k, v in fields.items())
+            line = f"{time.strftime('%H:%M:%S')} {level:<7} {event} {extras}"
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.log("error", event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self.log("debug", event, **fields)

@@ -1,0 +1,91 @@
+"""Measuring and killing a job's whole process tree.
+
+A job is its child plus everything the child started. The tree is walked on
+every sample, and every process ever seen in it is remembered (with its start
+time, so a reused pid is never mistaken for it): a grandchild that escaped into
+its own session, or whose parent already died, is still killed with the job.
+
+Memory is the tree's USS, the pages that would come back if the tree exited.
+Children forked from the fork server share the preloaded libraries' pages, which
+RSS counts once per child; USS does not. RSS is recorded beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+import psutil
+
+MB = 1024 * 1024
+
+
+@dataclass
+class TreeSample:
+    uss_mb: float
+    rss_mb: float
+    processes: int
+
+
+class ProcessTree:
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+        self.known: dict[int, psutil.Process] = {}
+        try:
+            self.known[root_pid] = psutil.Process(root_pid)
+        except psutil.NoSuchProcess:
+            pass
+
+    def _walk(self) -> list[psutil.Process]:
+        root = self.known.get(self.root_pid)
+        if root is not None:
+            try:
+                for proc in root.children(recursive=True):
+                    self.known.setdefault(proc.pid, proc)
+            except psutil.NoSuchProcess:
+                pass
+        alive = []
+        for pid, proc in list(self.known.items()):
+            if proc.is_running():  # also compares the start time: a reused pid is not ours
+                alive.append(proc)
+            else:
+                del self.known[pid]
+        return alive
+
+    def sample(self) -> TreeSample:
+        uss = rss = 0
+        count = 0
+        for proc in self._walk():
+            try:
+                info = proc.memory_full_info()  # smaps_rollup: cheap enough at 10 Hz for a few trees
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            except psutil.AccessDenied:
+                continue
+            uss += info.uss
+            rss += info.rss
+            count += 1
+        return TreeSample(uss / MB, rss / MB, count)
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every process of the tree, root first, and to the root's process group."""
+        alive = self._walk()
+        for proc in alive:
+            try:
+                proc.send_signal(signum)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        # Only while the root lives: once it is reaped, its group is the reaper's to clean
+        # and the pid may already belong to someone else.
+        if any(proc.pid == self.root_pid for proc in alive):
+            try:
+                os.killpg(self.root_pid, signum)
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def alive_pids(self) -> list[int]:
+        return [p.pid for p in self._walk()]
