@@ -20,6 +20,7 @@ from docsuper.supervisor.protocol import JobSpec
 
 from .api import InvalidInput, PassContext, UnknownPass, find_pass
 
+JOB_MARKER = "DOCSUPER_JOB_ID"
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 TRACEBACK_TAIL_CHARS = 4000
@@ -52,6 +53,24 @@ def stdout_to_stderr() -> None:
     os.dup2(2, 1)
 
 
+def kill_orphans_of(job_id: str) -> list[int]:
+    """Kill the processes a finished job left behind that were reparented to us (a subreaper).
+
+    A grandchild that escaped into its own session is outside the job's process
+    group; its parent is gone, so only the job marker in its environment names it."""
+    import psutil
+
+    killed = []
+    for proc in psutil.Process().children():
+        try:
+            if proc.environ().get(JOB_MARKER) == job_id:
+                proc.kill()
+                killed.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return killed
+
+
 def _failure(outcome: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "failure", "outcome": outcome, "message": message}
     if exc is not None:
@@ -61,6 +80,8 @@ def _failure(outcome: str, message: str, exc: BaseException | None = None) -> di
 
 def run_job(spec: JobSpec, event_fd: int) -> int:
     """Run the job's passes in order; report one result or one failure. Returns the exit code."""
+    # Inherited by every process the job starts: how the reaper recognises its orphans.
+    os.environ[JOB_MARKER] = spec.job_id
     ctx = PassContext(spec, event_fd)
     try:
         ctx.emit({"type": "started", "pid": os.getpid()})

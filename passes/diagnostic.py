@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from .api import PassContext
+from .api import InvalidInput, PassContext
 
 
 def noop(ctx: PassContext) -> dict[str, Any]:
@@ -64,12 +64,19 @@ def grandchildren(ctx: PassContext) -> dict[str, Any]:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         pids.append(proc.pid)
     ctx.progress(0, None, grandchildren=pids)
+    if ctx.options.get("pid_file"):
+        with open(ctx.options["pid_file"], "w") as fh:
+            fh.write(" ".join(map(str, pids)))
     time.sleep(float(ctx.options.get("sleep_s", 3600)))
     return {"grandchildren": pids}
 
 
 def fail(ctx: PassContext) -> dict[str, Any]:
     raise RuntimeError(str(ctx.options.get("message", "diagnostic failure")))
+
+
+def invalid(ctx: PassContext) -> dict[str, Any]:
+    raise InvalidInput(str(ctx.options.get("message", "diagnostic: this input can never succeed")))
 
 
 def exit_without_result(ctx: PassContext) -> dict[str, Any]:

@@ -32,6 +32,8 @@ import sys
 import time
 from typing import Any
 
+from . import child
+
 MAX_MESSAGE = 65536
 
 
@@ -43,7 +45,7 @@ class ForkServer:
     def __init__(self, sock: socket.socket, preload: list[str]) -> None:
         self.sock = sock
         self.preload = preload
-        self.jobs: set[int] = set()  # pids of live job children
+        self.jobs: dict[int, str] = {}  # live job children: pid -> job id
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -64,7 +66,7 @@ class ForkServer:
             if _threads() > 1:
                 failed[name] = "started a thread at import; fork would be unsafe"
                 break
-        from . import api, child  # noqa: F401  (the runtime every child runs)
+        from . import api
 
         api.available_passes()  # warm the entry-point scan once for all children
         return {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed,
@@ -87,13 +89,14 @@ class ForkServer:
             if pid == 0:
                 return
             if pid in self.jobs:
-                self.jobs.discard(pid)
+                job_id = self.jobs.pop(pid)
                 # Whatever the job left in its group goes too; we reap before reporting,
                 # so no new child can have been given this pid as its group id.
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
                     pass
+                child.kill_orphans_of(job_id)
                 self.send({"op": "exited", "pid": pid, "status": status, "maxrss_kb": usage.ru_maxrss})
             # Other pids are orphans a job left behind, reparented to us: reaping is all they need.
 
@@ -109,7 +112,7 @@ class ForkServer:
             self._become_child(message, event_fd, spec_fd)
         os.close(event_fd)
         os.close(spec_fd)
-        self.jobs.add(pid)
+        self.jobs[pid] = message["job_id"]
         self.send({"op": "started", "pid": pid})
 
     def _become_child(self, message: dict[str, Any], event_fd: int, spec_fd: int) -> None:
@@ -122,8 +125,6 @@ class ForkServer:
             os.close(self.wake_r)
             os.close(self.wake_w)
             os.setpgid(0, 0)
-            from . import child
-
             child.die_with_parent(message["server_pid"])
             child.apply_limits(message["limits"])
             child.stdout_to_stderr()

@@ -89,6 +89,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "connect_timeout_s": Key(float, 10.0, min=0.1, max=600),
         "read_timeout_s": Key(float, 60.0, min=0.1, max=3600),
         "bearer_token_env": Key(str, "", help="environment variable holding a bearer token for http(s) sources"),
+        "bearer_token_hosts": Key(list, [], help="hosts the token is sent to (empty: every http(s) source host)"),
+        "bearer_token_header": Key(str, "authorization", choices=("authorization", "apikey", "both"),
+                                   help="Authorization: Bearer, Supabase's apikey header, or both"),
     },
     "ocr": {
         "dpi": Key(int, 300, min=36, max=1200),

@@ -97,6 +97,7 @@ class Supervisor:
         self.next_sample = 0.0
         self.next_heartbeat = 0.0
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
         self.limits = {"kernel_limit_mb": config.kernel_limit_mb}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -120,7 +121,7 @@ class Supervisor:
         ready = self.launcher.start()
         if ready.get("failed"):
             self.log.warning("preload_incomplete", failed=ready["failed"])
-        mine = psutil.Process().memory_info().rss / 2**20
+        mine = _own_rss_mb()
         server = psutil.Process(ready["pid"]).memory_info().rss / 2**20 if ready["pid"] != os.getpid() else 0.0
         budget = self.cfg.memory.box_budget_mb or max(
             0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
@@ -177,7 +178,8 @@ class Supervisor:
             except QueueError:
                 pass
             self._restore_signals()
-            self.log.info("supervisor_stopped", worker=self.worker_id, jobs=len(self.finished))
+            self.log.info("supervisor_stopped", worker=self.worker_id, jobs=self.jobs_done,
+                          rss_mb=round(_own_rss_mb(), 2))
 
     def _timeout(self, now: float, drain: bool) -> float:
         moments = [self.next_sample, self.next_heartbeat]
@@ -386,6 +388,9 @@ class Supervisor:
                   "exit_code": end.exit_code, "signal": signal_name(end.signal) if end.signal else None,
                   "last_page": end.last_page, "error": end.error}
         self.finished.append(record)
+        self.jobs_done += 1
+        if self.jobs_done % 100 == 0:
+            self.log.info("parent_memory", jobs=self.jobs_done, rss_mb=round(_own_rss_mb(), 2))
 
         def write() -> str | None:
             state = self.queue.finish(child.job.id, self.worker_id, end, delay)
@@ -486,6 +491,10 @@ class Supervisor:
                 self.log.error("queue_write_failed", action=what, error=str(exc))
             self.outbox.popleft()
             self.outbox_delay = 0.5
+
+
+def _own_rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def _redact(url: str) -> str:

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from docsuper.passes.child import PR_SET_CHILD_SUBREAPER, kill_orphans_of, prctl
+
 from .protocol import JobSpec
 
 # glibc and the numeric libraries read these when a process starts, so they must be
@@ -107,7 +109,8 @@ class ForkServerLauncher:
         read_fd, write_fd = _event_pipe()
         spec_fd = _spec_memfd(spec)
         try:
-            socket.send_fds(self.sock, [json.dumps({"op": "start", "limits": limits}).encode()], [write_fd, spec_fd])
+            message = {"op": "start", "job_id": spec.job_id, "limits": limits}
+            socket.send_fds(self.sock, [json.dumps(message).encode()], [write_fd, spec_fd])
         finally:
             os.close(write_fd)
             os.close(spec_fd)
@@ -155,13 +158,11 @@ class SpawnLauncher:
     name = "spawn"
 
     def __init__(self) -> None:
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ready: dict[str, Any] = {}
 
     def start(self) -> dict[str, Any]:
-        from docsuper.passes.child import PR_SET_CHILD_SUBREAPER, prctl
-
         # Orphans of our job children come back to us, so the tree walk still finds them.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.ready = {"op": "ready", "pid": os.getpid(), "preloaded": [], "failed": {}}
@@ -189,7 +190,7 @@ class SpawnLauncher:
         finally:
             os.close(write_fd)
             os.close(spec_fd)
-        self._children[process.pid] = process
+        self._children[process.pid] = (spec.job_id, process)
         return process.pid, read_fd
 
     def exits(self) -> list[tuple[int, int, float]]:
@@ -206,9 +207,15 @@ class SpawnLauncher:
                 break
             if pid == 0:
                 break
-            process = self._children.pop(pid, None)
-            if process is not None:
+            entry = self._children.pop(pid, None)
+            if entry is not None:
+                job_id, process = entry
                 process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                kill_orphans_of(job_id)
                 found.append((pid, status, usage.ru_maxrss / 1024))
         return found
 

@@ -244,7 +244,11 @@ class Queue(abc.ABC):
         return None
 
     def consume_wakeups(self) -> None:
-        """Drain what made wakeup_fileno() readable."""
+        """Drain what made wakeup_fileno() readable, without blocking."""
+
+    def pop_warnings(self) -> list[str]:
+        """Problems worth one log line each, returned once (e.g. LISTEN fell back to polling)."""
+        return []
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -270,8 +274,10 @@ def next_state(outcome: str, attempts: int, max_attempts: int) -> str:
     return "queued" if attempts < max_attempts else "dead"
 
 
-def open_queue(url: str, schema: str = "docsuper") -> Queue:
-    """The backend for this URL: sqlite:///PATH or postgresql://…"""
+def open_queue(url: str, schema: str = "docsuper", listen: bool = True) -> Queue:
+    """The backend for this URL: sqlite:///PATH or postgresql://…
+
+    `schema` and `listen` (LISTEN/NOTIFY wake-ups) only matter to PostgreSQL."""
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteQueue
 
@@ -279,5 +285,5 @@ def open_queue(url: str, schema: str = "docsuper") -> Queue:
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresQueue
 
-        return PostgresQueue(url, schema=schema)
+        return PostgresQueue(url, schema=schema, listen=listen)
     raise QueueError(f"queue.url: unsupported URL {url!r} (use sqlite:///PATH or postgresql://…)")

@@ -1,0 +1,94 @@
+"""Running the real `docsuper` command against a throwaway SQLite queue, for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from docsuper.supervisor.queue.base import Queue, open_queue
+
+# Fast timings so lease expiry, retries and shutdown happen in seconds.
+FAST = {
+    "DOCSUPER_QUEUE_POLL_INTERVAL_S": "0.1",
+    "DOCSUPER_QUEUE_HEARTBEAT_S": "0.3",
+    "DOCSUPER_QUEUE_LEASE_S": "3",
+    "DOCSUPER_RETRY_BACKOFF_BASE_S": "0.05",
+    "DOCSUPER_RETRY_BACKOFF_MAX_S": "0.2",
+    "DOCSUPER_WORKERS_TERM_GRACE_S": "0.5",
+    "DOCSUPER_WORKERS_SHUTDOWN_GRACE_S": "1",
+    "DOCSUPER_LOG_LEVEL": "debug",
+}
+
+
+class Env:
+    """A queue URL, the environment for `docsuper`, and ways to run it."""
+
+    def __init__(self, root: Path, url: str | None = None, **overrides: str) -> None:
+        self.root = root
+        self.url = url or f"sqlite:///{root / 'queue.db'}"
+        self.vars = {k: v for k, v in os.environ.items() if not k.startswith(("DOCSUPER_", "WORKER_CONCURRENCY"))}
+        self.vars.pop("DATABASE_URL", None)
+        self.vars.update(FAST)
+        self.vars["DOCSUPER_QUEUE_URL"] = self.url
+        self.vars["DOCSUPER_CONFIG"] = str(root / "none.toml")
+        (root / "none.toml").write_text("")
+        self.vars.update(overrides)
+
+    def set(self, **overrides: str) -> None:
+        self.vars.update(overrides)
+
+    def queue(self) -> Queue:
+        return open_queue(self.url, self.vars.get("DOCSUPER_QUEUE_SCHEMA", "docsuper"))
+
+    def cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "docsuper.supervisor.cli", *args], env=self.vars,
+                                cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docsuper {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def submit(self, passes: str, count: int = 1, **options: Any) -> list[str]:
+        args = ["submit", "--passes", passes, "--count", str(count)]
+        for key, value in options.items():
+            args += ["--option", f"{key}={json.dumps(value)}"]
+        return self.cli(*args).stdout.split()
+
+    def drain(self, timeout: float = 120) -> list[dict[str, Any]]:
+        """`docsuper run --drain`; returns its log records."""
+        result = self.cli("run", "--drain", timeout=timeout)
+        return parse_log(result.stdout)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "docsuper.supervisor.cli", "run", *args], env=self.vars,
+                                cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def parse_log(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def job_children(daemon_pid: int) -> list[psutil.Process]:
+    """The job processes under a daemon (below its fork server, or directly when spawned)."""
+    try:
+        direct = psutil.Process(daemon_pid).children()
+        servers = [p for p in direct if "docsuper.passes.forkserver" in " ".join(p.cmdline())]
+        return [c for s in servers for c in s.children()] if servers else direct
+    except psutil.NoSuchProcess:
+        return []

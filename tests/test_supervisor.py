@@ -1,0 +1,269 @@
+"""The supervisor with real child processes and a real SQLite queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .daemon import Env, job_children, parse_log, wait_for
+
+DOCUMENT_LIBRARIES = ("numpy", "mupdf", "onnxruntime", "cv2")
+
+
+def only_attempt(env: Env, job_id: str):
+    with env.queue() as q:
+        attempts = q.attempts(job_id)
+        job = q.get(job_id)
+    return job, attempts
+
+
+@pytest.mark.parametrize(
+    "passes, options, outcome, state",
+    [
+        ("noop", {}, "succeeded", "succeeded"),
+        ("fail", {"message": "boom"}, "error", "dead"),
+        ("invalid", {}, "invalid_input", "dead"),
+        ("signal", {"signal": "SIGSEGV"}, "crashed", "dead"),
+        ("exit", {"exit_code": 7}, "crashed", "dead"),
+        ("alloc", {"alloc_mb": 2000, "alloc_step_mb": 50, "alloc_step_s": 0}, "oom", "dead"),
+        ("sleep", {"sleep_s": 60}, "timeout", "dead"),
+    ],
+)
+def test_each_outcome_is_reached_by_a_real_child_and_recorded(env: Env, passes, options, outcome, state):
+    env.set(DOCSUPER_RETRY_MAX_ATTEMPTS="1", DOCSUPER_WORKERS_JOB_TIMEOUT_S="1.5" if passes == "sleep" else "60")
+    [job_id] = env.submit(passes, **options)
+    env.drain()
+    job, attempts = only_attempt(env, job_id)
+    assert [a.outcome for a in attempts] == [outcome]
+    assert job.status == state and job.last_outcome == outcome
+    attempt = attempts[0]
+    assert attempt.duration_s is not None and attempt.ended_at is not None
+    if outcome == "error":
+        assert "boom" in attempt.error and "RuntimeError" in attempt.traceback
+    if passes == "signal":
+        assert attempt.signal == signal.SIGSEGV and "SIGSEGV" in attempt.error
+    if passes == "exit":
+        assert attempt.exit_code == 7 and "code 7" in attempt.error
+    if outcome == "timeout":
+        assert attempt.signal == signal.SIGTERM and "1.5 s" in attempt.error
+    if outcome == "oom":
+        assert attempt.peak_mb is not None and attempt.peak_mb <= 450 + 50
+
+
+def test_memory_bomb_is_killed_by_the_watchdog_near_the_cap(env: Env):
+    # A kernel limit far above the cap leaves the watchdog alone to enforce it.
+    env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="200", DOCSUPER_MEMORY_KERNEL_LIMIT_MB="4000",
+            DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    [job_id] = env.submit("alloc", alloc_mb=1500, alloc_step_mb=5, alloc_step_s=0.02)
+    env.drain()
+    job, [attempt] = only_attempt(env, job_id)
+    assert attempt.outcome == "oom" and attempt.signal == signal.SIGKILL
+    assert 200 < attempt.peak_mb <= 250, attempt.peak_mb
+    assert "over its 200 MB cap" in attempt.error
+    assert job.peak_mb == attempt.peak_mb
+
+
+def test_kernel_limit_stops_an_allocation_faster_than_the_watchdog(env: Env):
+    env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="300", DOCSUPER_MEMORY_KERNEL_HEADROOM_MB="0",
+            DOCSUPER_MEMORY_WATCHDOG_INTERVAL_MS="5000", DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    [job_id] = env.submit("alloc", alloc_mb=3000, alloc_step_mb=100, alloc_step_s=0)
+    env.drain()
+    _, [attempt] = only_attempt(env, job_id)
+    assert attempt.outcome == "oom" and "MemoryError" in attempt.error
+    assert attempt.peak_rss_mb <= 300 + 50
+
+
+def test_grandchildren_of_a_timed_out_job_are_gone(env: Env, tmp_path: Path):
+    env.set(DOCSUPER_WORKERS_JOB_TIMEOUT_S="1.5", DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    pid_file = tmp_path / "grandchildren.pids"
+    [job_id] = env.submit("grandchildren", grandchildren=3, pid_file=str(pid_file))
+    env.drain()
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 3
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    _, [attempt] = only_attempt(env, job_id)
+    assert attempt.outcome == "timeout"
+
+
+def test_grandchildren_of_a_job_that_succeeded_are_gone(env: Env, tmp_path: Path):
+    pid_file = tmp_path / "grandchildren.pids"
+    env.submit("grandchildren", grandchildren=2, pid_file=str(pid_file), sleep_s=0)
+    env.drain()
+    pids = [int(p) for p in pid_file.read_text().split()]
+    time.sleep(0.2)
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_failures_retry_with_backoff_then_go_dead(env: Env):
+    env.set(DOCSUPER_RETRY_MAX_ATTEMPTS="3")
+    [job_id] = env.submit("fail")
+    env.drain()
+    job, attempts = only_attempt(env, job_id)
+    assert [a.outcome for a in attempts] == ["error"] * 3
+    assert job.status == "dead" and job.attempts == 3 and job.dead_at is not None
+    gaps = [b.started_at - a.ended_at for a, b in zip(attempts, attempts[1:])]
+    assert all(gap >= 0.05 for gap in gaps), gaps
+
+
+def test_invalid_input_is_dead_on_the_first_attempt(env: Env):
+    env.set(DOCSUPER_RETRY_MAX_ATTEMPTS="5")
+    [job_id] = env.submit("invalid", message="encrypted PDF")
+    env.drain()
+    job, attempts = only_attempt(env, job_id)
+    assert len(attempts) == 1 and job.status == "dead" and job.last_error == "encrypted PDF"
+
+
+def test_parent_never_maps_document_libraries(env: Env):
+    env.submit("sleep", sleep_s=3)
+    daemon = env.start()
+    try:
+        child = wait_for(lambda: job_children(daemon.pid), what="a running child")[0]
+        parent_maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+        server = psutil.Process(child.pid).parent()
+        server_maps = Path(f"/proc/{server.pid}/maps").read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    assert [lib for lib in DOCUMENT_LIBRARIES if lib in parent_maps] == []
+    # The same check finds them where they are meant to be: in the fork server.
+    assert [lib for lib in ("numpy", "mupdf", "cv2") if lib in server_maps] == ["numpy", "mupdf", "cv2"]
+
+
+@pytest.mark.slow
+def test_parent_rss_stays_flat_over_500_jobs(env: Env):
+    env.set(DOCSUPER_LOG_LEVEL="info")
+    env.submit("noop", count=500)
+    records = env.drain(timeout=300)
+    marks = {r["jobs"]: r["rss_mb"] for r in records if r["event"] == "parent_memory"}
+    assert sorted(marks) == [100, 200, 300, 400, 500]
+    # From the first hundred (imports, caches and the SQLite page cache warm) to the last.
+    assert marks[500] - marks[100] < 2.0, marks
+    with env.queue() as q:
+        assert q.counts()["succeeded"] == 500
+
+
+def test_sigterm_mid_job_puts_it_back_without_using_an_attempt(env: Env):
+    env.set(DOCSUPER_WORKERS_SHUTDOWN_GRACE_S="0.5")
+    [job_id] = env.submit("sleep", sleep_s=60)
+    daemon = env.start()
+    child = wait_for(lambda: job_children(daemon.pid), what="a running child")[0]
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(20) == 0
+    assert not psutil.pid_exists(child.pid)
+    job, [attempt] = only_attempt(env, job_id)
+    assert job.status == "queued" and job.attempts == 0
+    assert attempt.outcome == "interrupted" and attempt.counted is False
+
+
+def test_second_signal_stops_at_once(env: Env):
+    env.set(DOCSUPER_WORKERS_SHUTDOWN_GRACE_S="60")
+    [job_id] = env.submit("sleep", sleep_s=60)
+    daemon = env.start()
+    wait_for(lambda: job_children(daemon.pid), what="a running child")
+    daemon.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    started = time.monotonic()
+    daemon.send_signal(signal.SIGINT)
+    assert daemon.wait(10) == 0
+    assert time.monotonic() - started < 5
+    job, [attempt] = only_attempt(env, job_id)
+    assert job.status == "queued" and attempt.outcome == "interrupted"
+
+
+def test_sigkill_of_the_parent_kills_the_child_and_the_lease_is_reclaimed(env: Env):
+    env.set(DOCSUPER_QUEUE_LEASE_S="2")
+    [job_id] = env.submit("sleep", sleep_s=1)
+    daemon = env.start("--drain")
+    children = wait_for(lambda: job_children(daemon.pid), what="a running child")
+    tree = [psutil.Process(daemon.pid), *psutil.Process(daemon.pid).children(recursive=True)]
+    daemon.kill()
+    daemon.wait()
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree),
+             timeout=5, what="the child and fork server to die with the parent")
+    assert children
+    job, _ = only_attempt(env, job_id)
+    assert job.status == "running"  # until its lease runs out
+    second = env.start()
+    try:
+        wait_for(lambda: env.queue().get(job_id).status == "succeeded", timeout=20, what="the job to succeed")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(20) == 0
+    job, attempts = only_attempt(env, job_id)
+    assert [a.outcome for a in attempts] == ["lost", "succeeded"]
+    assert job.status == "succeeded" and job.attempts == 2
+
+
+def test_cancel_stops_a_running_job(env: Env):
+    [job_id] = env.submit("sleep", sleep_s=60)
+    daemon = env.start()
+    try:
+        wait_for(lambda: job_children(daemon.pid), what="a running child")
+        out = env.cli("cancel", job_id).stdout
+        assert "will be stopped" in out
+        wait_for(lambda: env.queue().get(job_id).status == "cancelled", timeout=10, what="the job to be cancelled")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    _, [attempt] = only_attempt(env, job_id)
+    assert attempt.outcome == "cancelled"
+
+
+def test_jobs_over_the_box_budget_are_preempted_and_requeued(env: Env):
+    # Small jobs teach the supervisor that `alloc` is cheap; then big ones arrive together.
+    env.set(DOCSUPER_MEMORY_BOX_BUDGET_MB="260", DOCSUPER_MEMORY_JOB_LIMIT_MB="400",
+            DOCSUPER_WORKERS_CONCURRENCY="3", DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    env.submit("alloc", count=3, alloc_mb=10, alloc_step_mb=10)
+    big = env.submit("alloc", count=3, alloc_mb=120, alloc_step_mb=20, alloc_step_s=0.05, hold_s=1.5)
+    daemon = env.start("--drain")
+    # Feed the big jobs only after the small ones are done, so all three are admitted at once.
+    out, err = daemon.communicate(timeout=120)
+    assert daemon.returncode == 0, err
+    records = parse_log(out)
+    preempted = [r for r in records if r["event"] == "job_finished" and r["outcome"] == "preempted"]
+    assert preempted, "no job was preempted"
+    with env.queue() as q:
+        for job_id in big:
+            job = q.get(job_id)
+            assert job.status == "succeeded", (job.status, job.last_error)
+            counted = [a for a in q.attempts(job_id) if a.counted]
+            assert len(counted) == 1
+
+
+def test_once_replays_a_job_in_the_foreground(env: Env):
+    [job_id] = env.submit("pages", pages=3)
+    result = env.cli("once", job_id)
+    assert result.stdout.count("pages ") >= 3 and "rss" in result.stdout
+    assert "succeeded" in result.stdout.splitlines()[-1]
+    [bad] = env.submit("fail", message="nope")
+    failed = env.cli("once", bad, check=False)
+    assert failed.returncode == 1 and "error" in failed.stderr and "nope" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_resume_after_a_crash_starts_at_the_first_missing_page(env: Env):
+    [job_id] = env.submit("pages", pages=6, crash_at_page=4)
+    env.drain()
+    with env.queue() as q:
+        attempts = q.attempts(job_id)
+        pages = q.pages(job_id, "pages")
+        job = q.get(job_id)
+    assert [a.outcome for a in attempts] == ["crashed", "succeeded"]
+    assert attempts[0].last_page == 3
+    assert [(p, r["attempt"]) for _, p, r in pages] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]
+    assert job.result["pages"]["resumed_pages"] == 3
+
+
+def test_spawn_start_method_runs_the_same_jobs(env: Env):
+    env.set(DOCSUPER_WORKERS_START_METHOD="spawn", DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    ok = env.submit("noop", count=3)
+    [crash] = env.submit("signal", signal="SIGABRT")
+    env.drain()
+    with env.queue() as q:
+        assert [q.get(j).status for j in ok] == ["succeeded"] * 3
+        assert q.attempts(crash)[0].signal == signal.SIGABRT
