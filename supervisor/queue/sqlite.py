@@ -127,9 +127,10 @@ def _row_to_attempt(row: sqlite3.Row) -> Attempt:
 
 
 def _id_prefix(job_id: str) -> str:
-    if not re.fullmatch(r"[0-9a-f-]{4,36}", job_id or ""):
+    if not re.fullmatch(r"[0-9a-fA-F-]{4,36}", job_id or ""):
         raise JobNotFound(f"no job {job_id!r}: a job id is 4 to 32 hex digits")
-    return job_id.replace("-", "")
+    # Ids are stored in lower case; one pasted from a UUID tool may be upper case.
+    return job_id.replace("-", "").lower()
 
 
 class SQLiteQueue(Queue):
