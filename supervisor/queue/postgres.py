@@ -99,8 +99,10 @@ CREATE TABLE {s}.jobs (
 CREATE INDEX jobs_runnable ON {s}.jobs (priority DESC, run_at) WHERE status = 'queued';
 -- reclaim_expired() and expired_leases().
 CREATE INDEX jobs_leases ON {s}.jobs (lease_expires_at) WHERE status = 'running';
--- list_jobs() and counts().
-CREATE INDEX jobs_status ON {s}.jobs (status, created_at);
+-- list_jobs(). The first leaves queued rows out on purpose: were they in it, the
+-- planner could pick it for claim() (status = 'queued', then a sort) over jobs_runnable.
+CREATE INDEX jobs_done ON {s}.jobs (status, created_at) WHERE status <> 'queued';
+CREATE INDEX jobs_created ON {s}.jobs (created_at);
 CREATE INDEX jobs_dead ON {s}.jobs (dead_at) WHERE status = 'dead';
 CREATE TABLE {s}.attempts (
     job_id text COLLATE "C" NOT NULL REFERENCES {s}.jobs (id) ON DELETE CASCADE,
@@ -244,6 +246,7 @@ class PostgresQueue(Queue):
                     "keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
                     "keepalives_count": "3"}
         self._conn_kwargs = {k: v for k, v in defaults.items() if k not in params}
+        self._listen_name = f"{params.get('application_name', 'docsuper')}-listen"
         self._listen = listen and not behind_pooler
         # A transaction-mode pooler hands each transaction to any server connection,
         # where psycopg's server-side prepared statements do not exist: turn them off.
@@ -462,9 +465,13 @@ class PostgresQueue(Queue):
     def list_jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
         order = "dead_at DESC NULLS LAST" if status == "dead" else "created_at DESC"
 
+        # The status test is left out rather than made optional in SQL, so the plan
+        # (even a generic one for a prepared statement) can use the partial indexes.
+        where = "WHERE status = %s" if status is not None else ""
+        params = (status, limit) if status is not None else (limit,)
+
         def read(cur: psycopg.Cursor[Any]) -> list[Job]:
-            cur.execute(self._sql(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE (%s::text IS NULL OR status = %s)"
-                                  f" ORDER BY {order} LIMIT %s"), (status, status, limit))
+            cur.execute(self._sql(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs {where} ORDER BY {order} LIMIT %s"), params)
             return [Job(**r) for r in cur.fetchall()]
 
         return self._run(read)
@@ -711,7 +718,7 @@ class PostgresQueue(Queue):
         without it workers would wait for wake-ups that never come."""
         probe = f"{self.schema}_probe_{uuid.uuid4().hex[:12]}"
         try:
-            listener = self._connect(application_name="docsuper-listen")
+            listener = self._connect(application_name=self._listen_name)
         except QueueUnavailable as exc:
             self._listen_retry_at = time.monotonic() + LISTEN_RETRY_S
             self._warnings.append(f"LISTEN unavailable, polling for now: {exc}")
@@ -750,8 +757,12 @@ class PostgresQueue(Queue):
         if listener is None:
             return
         try:
-            for _ in listener.notifies(timeout=0):
-                pass
+            if not sum(1 for _ in listener.notifies(timeout=0)):
+                # Readable with no notification: usually the server closed the
+                # connection (restart, pg_terminate_backend) and the socket is at EOF.
+                # psycopg only notices on a round trip; without one the socket stays
+                # readable and the caller's select() would spin.
+                listener.execute("SELECT 1")
         except psycopg.Error as exc:
             # The socket turned readable because the connection died (server restart):
             # drop it so select() stops firing, and LISTEN again after a pause.
