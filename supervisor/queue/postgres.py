@@ -245,6 +245,10 @@ class PostgresQueue(Queue):
         defaults = {"connect_timeout": str(max(1, int(connect_timeout_s))), "application_name": "docsuper",
                     "keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
                     "keepalives_count": "3"}
+        if psycopg.pq.version() >= 120000:
+            # Keepalives only probe an idle socket; a request sent into a dead link
+            # would otherwise wait out TCP retransmission (~15 min) with the loop stuck.
+            defaults["tcp_user_timeout"] = "60000"
         self._conn_kwargs = {k: v for k, v in defaults.items() if k not in params}
         self._listen_name = f"{params.get('application_name', 'docsuper')}-listen"
         self._listen = listen and not behind_pooler
