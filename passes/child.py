@@ -7,7 +7,6 @@ Both paths end in `run_job`, so the two start methods behave the same.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import shutil
@@ -16,23 +15,12 @@ import sys
 import traceback
 from typing import Any
 
+from docsuper.supervisor.procs import JOB_MARKER, PR_SET_PDEATHSIG, prctl
 from docsuper.supervisor.protocol import JobSpec
 
 from .api import InvalidInput, PassContext, UnknownPass, find_pass
 
-JOB_MARKER = "DOCSUPER_JOB_ID"
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 TRACEBACK_TAIL_CHARS = 4000
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def prctl(option: int, value: int) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-
 
 def die_with_parent(expected_parent: int, signum: int = signal.SIGKILL) -> None:
     """Ask the kernel to kill us when our parent dies, and close the race where it already has."""
@@ -51,24 +39,6 @@ def apply_limits(limits: dict[str, Any]) -> None:
 def stdout_to_stderr() -> None:
     # Anything a pass prints must not interleave with the supervisor's JSON log on stdout.
     os.dup2(2, 1)
-
-
-def kill_orphans_of(job_id: str) -> list[int]:
-    """Kill the processes a finished job left behind that were reparented to us (a subreaper).
-
-    A grandchild that escaped into its own session is outside the job's process
-    group; its parent is gone, so only the job marker in its environment names it."""
-    import psutil
-
-    killed = []
-    for proc in psutil.Process().children():
-        try:
-            if proc.environ().get(JOB_MARKER) == job_id:
-                proc.kill()
-                killed.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return killed
 
 
 def _failure(outcome: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:

@@ -27,10 +27,15 @@ def alloc(ctx: PassContext) -> dict[str, Any]:
     pause = float(ctx.options.get("alloc_step_s", 0.01))
     blocks: list[bytearray] = []
     held = 0.0
+    reported = 0.0
     while held < target:
-        blocks.append(bytearray(b"\x01" * int(step * 1e6)))  # written, so resident, not just reserved
+        block = bytearray(int(step * 1e6))
+        block[::4096] = b"\x01" * len(range(0, len(block), 4096))  # touch every page: resident, not reserved
+        blocks.append(block)
         held += step
-        ctx.progress(int(held), int(target), unit="MB")
+        if held - reported >= 50 or held >= target:
+            ctx.progress(int(held), int(target), unit="MB")
+            reported = held
         time.sleep(pause)
     time.sleep(float(ctx.options.get("hold_s", 0)))
     return {"allocated_mb": held}

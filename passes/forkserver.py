@@ -4,7 +4,7 @@ The supervisor starts it as a fresh interpreter (`python -m docsuper.passes.fork
 and talks to it over a SOCK_SEQPACKET socket:
 
     supervisor → {"op": "start", "limits": {...}} + fds [event pipe, spec memfd]
-    server     → {"op": "started", "pid": N}  or  {"op": "refused", "message": "..."}
+    server     → {"op": "started", "job_id": J, "pid": N}  or  {"op": "refused", "job_id": J, "message": "..."}
     server     → {"op": "exited", "pid": N, "status": S, "maxrss_kb": K}   whenever a job child is reaped
     server     → {"op": "ready", ...}                       once, after preloading
 
@@ -31,6 +31,8 @@ import socket
 import sys
 import time
 from typing import Any
+
+from docsuper.supervisor.procs import kill_orphans_of
 
 from . import child
 
@@ -96,7 +98,7 @@ class ForkServer:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
                     pass
-                child.kill_orphans_of(job_id)
+                kill_orphans_of(job_id)
                 self.send({"op": "exited", "pid": pid, "status": status, "maxrss_kb": usage.ru_maxrss})
             # Other pids are orphans a job left behind, reparented to us: reaping is all they need.
 
@@ -105,7 +107,8 @@ class ForkServer:
         if _threads() > 1:
             for fd in fds:
                 os.close(fd)
-            self.send({"op": "refused", "message": f"fork server has {_threads()} threads; refusing to fork"})
+            self.send({"op": "refused", "job_id": message["job_id"],
+                       "message": f"fork server has {_threads()} threads; refusing to fork"})
             return
         pid = os.fork()
         if pid == 0:
@@ -113,7 +116,7 @@ class ForkServer:
         os.close(event_fd)
         os.close(spec_fd)
         self.jobs[pid] = message["job_id"]
-        self.send({"op": "started", "pid": pid})
+        self.send({"op": "started", "job_id": message["job_id"], "pid": pid})
 
     def _become_child(self, message: dict[str, Any], event_fd: int, spec_fd: int) -> None:
         code = 1
@@ -165,7 +168,9 @@ class ForkServer:
 
 
 def main() -> None:
-    from .child import PR_SET_CHILD_SUBREAPER, die_with_parent, prctl
+    from docsuper.supervisor.procs import PR_SET_CHILD_SUBREAPER, prctl
+
+    from .child import die_with_parent
 
     fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
     preload = [m for m in sys.argv[3].split(",") if m] if len(sys.argv) > 3 else []

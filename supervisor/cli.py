@@ -111,7 +111,7 @@ def once(state: State, job_id: str) -> None:
 
     def show(child: Child, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        sample = child.tree.sample() if child.tree.known else None
+        sample = child.tree.sample() if child.tree is not None else None
         mem = f"rss {sample.rss_mb:6.1f} MB  uss {sample.uss_mb:6.1f} MB" if sample else ""
         if kind == "started":
             click.echo(f"started   pid {child.pid}  {mem}")
@@ -355,11 +355,11 @@ def show_config(state: State) -> None:
 @click.pass_obj
 def selftest(state: State, as_json: bool, keep: str | None) -> None:
     """Prove on this box that the limits hold: one job of each kind through the real supervisor."""
-    from .selftest import run_selftest
+    from .selftest import rows_as_json, run_selftest
 
     rows = run_selftest(state.config, keep)
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(rows_as_json(rows))
     else:
         click.echo(f"{'scenario':<14} {'expected':<13} {'outcome':<13} {'peak_mb':>8} {'seconds':>8}  contained")
         for r in rows:

@@ -40,9 +40,9 @@ OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of
 @dataclass
 class Child:
     job: Job
-    pid: int
+    pid: int | None  # None until the fork server reports the fork
     events: EventReader
-    tree: ProcessTree
+    tree: ProcessTree | None
     claimed_at: float
     started_at: float
     deadline: float
@@ -57,7 +57,9 @@ class Child:
     stop_outcome: str | None = None  # set when the supervisor decided to stop it
     stop_message: str | None = None
     kill_at: float | None = None  # SIGKILL due after a SIGTERM
-    start_latency_s: float | None = None
+    start_latency_s: float | None = None  # claim → the child about to run its first pass
+    progress_latency_s: float | None = None  # claim → the first progress or page event
+    sampled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,7 +86,8 @@ class Supervisor:
         self.on_event = on_event
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.launcher = make_launcher(config.workers.start_method, config.workers.preload)
-        self.children: dict[int, Child] = {}
+        self.children: dict[str, Child] = {}  # by job id
+        self.by_pid: dict[int, Child] = {}
         self.outbox: deque[tuple[str, Callable[[], Any]]] = deque()
         self.outbox_retry_at = 0.0
         self.outbox_delay = 0.5
@@ -171,7 +174,8 @@ class Supervisor:
             return 0
         finally:
             for child in self.children.values():
-                child.tree.kill()
+                if child.tree is not None:
+                    child.tree.kill()
             self.launcher.stop()
             try:
                 self.queue.unregister_worker(self.worker_id)
@@ -279,21 +283,31 @@ class Supervisor:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options, self.cfg.as_dict(),
                            self._resume_data(job))
             pid, fd = self.launcher.launch(spec, self.limits)
-        except (LaunchError, OSError, QueueError) as exc:
+        except (LaunchError, QueueError) as exc:
             self.log.error("launch_failed", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
             self.outbox.append(("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0)))
             self._restart_launcher()
             return
         now = time.monotonic()
-        self.children[pid] = Child(job=job, pid=pid, events=EventReader(fd), tree=ProcessTree(pid),
-                                   claimed_at=claimed_at, started_at=now,
-                                   deadline=now + self.cfg.workers.job_timeout_s)
-        self.log.debug("job_started", job_id=job.id, attempt=job.attempts, pid=pid, passes=job.passes)
+        child = Child(job=job, pid=None, events=EventReader(fd), tree=None, claimed_at=claimed_at, started_at=now,
+                      deadline=now + self.cfg.workers.job_timeout_s)
+        self.children[job.id] = child
+        if pid is not None:
+            self._forked(child, pid)
+
+    def _forked(self, child: Child, pid: int) -> None:
+        child.pid, child.tree = pid, ProcessTree(pid)
+        self.by_pid[pid] = child
+        self.log.debug("job_started", job_id=child.job.id, attempt=child.job.attempts, pid=pid,
+                       passes=child.job.passes)
+        if child.stop_outcome is not None:  # stopped before the fork was reported
+            child.tree.kill()
 
     def _restart_launcher(self) -> None:
-        for child in list(self.children.values()):
-            self._finish(child, None, "the fork server died, and its children with it")
+        if self.launcher.name == "forkserver":
+            for child in list(self.children.values()):
+                self._finish(child, None, "the fork server died, and its children with it")
         self.launcher.stop()
         time.sleep(0.5)  # a server that dies at once must not spin the loop
         self._start_launcher()
@@ -318,7 +332,9 @@ class Supervisor:
             child.start_latency_s = time.monotonic() - child.claimed_at
         elif kind == "progress":
             child.done, child.total = event.get("done"), event.get("total")
-        elif kind == "page":
+        if kind in ("progress", "page") and child.progress_latency_s is None:
+            child.progress_latency_s = time.monotonic() - child.claimed_at
+        if kind == "page":
             child.last_page = event["page"]
             job_id, pass_name, page, result = child.job.id, event["pass"], event["page"], event["result"]
             self.outbox.append(("record page", lambda: self.queue.record_page(
@@ -335,21 +351,29 @@ class Supervisor:
     # -- reaping and classifying -------------------------------------------
     def _reap(self) -> None:
         try:
-            exits = self.launcher.exits()
+            reports = self.launcher.poll()
         except LaunchError as exc:
             self.log.error("launcher_died", error=str(exc))
             self._restart_launcher()
             return
-        for pid, status, maxrss_mb in exits:
-            child = self.children.get(pid)
+        for job_id, pid in reports.started:
+            if job_id in self.children:
+                self._forked(self.children[job_id], pid)
+        for job_id, why in reports.refused:
+            if job_id in self.children:
+                self._finish(self.children[job_id], None, f"the fork server refused to start it: {why}")
+        for pid, status, maxrss_mb in reports.exited:
+            child = self.by_pid.pop(pid, None)
             if child is not None:
                 child.peak_rss_mb = max(child.peak_rss_mb, maxrss_mb)
                 self._finish(child, status)
 
     def _classify(self, child: Child, status: int | None, lost_reason: str | None) -> AttemptEnd:
         exit_code, signum = describe_status(status) if status is not None else (None, None)
-        end = AttemptEnd("crashed", exit_code=exit_code, signal=signum, peak_mb=round(child.peak_uss_mb, 1),
-                         peak_rss_mb=round(child.peak_rss_mb, 1), last_page=child.last_page)
+        end = AttemptEnd("crashed", exit_code=exit_code, signal=signum,
+                         peak_mb=round(child.peak_uss_mb, 1) if child.sampled else None,
+                         peak_rss_mb=round(child.peak_rss_mb, 1) if child.peak_rss_mb else None,
+                         last_page=child.last_page)
         cap = self.cfg.memory.job_limit_mb
         if child.stop_outcome is not None:
             end.outcome, end.error = child.stop_outcome, child.stop_message
@@ -373,10 +397,13 @@ class Supervisor:
         return end
 
     def _finish(self, child: Child, status: int | None, lost_reason: str | None = None) -> None:
-        self.children.pop(child.pid, None)
+        self.children.pop(child.job.id, None)
+        if child.pid is not None:
+            self.by_pid.pop(child.pid, None)
         self._drain_events(child)
         os.close(child.events.fd)
-        child.tree.kill()  # anything the job left running goes with it
+        if child.tree is not None:
+            child.tree.kill()  # anything the job left running goes with it
         end = self._classify(child, status, lost_reason)
         self.budget.learn(child.job.passes, child.peak_uss_mb)
         delay = backoff_delay(child.job.attempts, self.cfg.retry.backoff_base_s, self.cfg.retry.backoff_max_s,
@@ -384,7 +411,7 @@ class Supervisor:
         record = {"job_id": child.job.id, "attempt": child.job.attempts, "outcome": end.outcome,
                   "peak_mb": end.peak_mb, "peak_rss_mb": end.peak_rss_mb,
                   "seconds": round(time.monotonic() - child.started_at, 3),
-                  "start_ms": round(child.start_latency_s * 1000, 1) if child.start_latency_s is not None else None,
+                  "start_ms": _ms(child.start_latency_s), "first_progress_ms": _ms(child.progress_latency_s),
                   "exit_code": end.exit_code, "signal": signal_name(end.signal) if end.signal else None,
                   "last_page": end.last_page, "error": end.error}
         self.finished.append(record)
@@ -411,7 +438,9 @@ class Supervisor:
         if child.stop_outcome is None:
             child.stop_outcome, child.stop_message = outcome, message
         grace = self.cfg.workers.term_grace_s if grace is None else grace
-        if grace <= 0:
+        if child.tree is None:
+            pass  # _forked() kills it as soon as the fork is reported
+        elif grace <= 0:
             child.tree.kill()
             child.kill_at = None
         else:
@@ -424,7 +453,10 @@ class Supervisor:
         cap = self.cfg.memory.job_limit_mb
         total = 0.0
         for child in list(self.children.values()):
+            if child.tree is None:
+                continue
             sample = child.tree.sample()
+            child.sampled = child.sampled or sample.processes > 0
             child.uss_mb = sample.uss_mb
             child.peak_uss_mb = max(child.peak_uss_mb, sample.uss_mb)
             child.peak_rss_mb = max(child.peak_rss_mb, sample.rss_mb)
@@ -491,6 +523,10 @@ class Supervisor:
                 self.log.error("queue_write_failed", action=what, error=str(exc))
             self.outbox.popleft()
             self.outbox_delay = 0.5
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
 
 
 def _own_rss_mb() -> float:

@@ -1,8 +1,10 @@
 """Starting job children: from the fork server (default) or as fresh interpreters.
 
 Both launchers hand back the child's pid and the read end of its event pipe, and
-report exits as (pid, wait status, peak RSS in MB) through `exits()`, which the supervisor calls
-when `fileno()` is readable. The spec travels in a memfd, so its size (resume data
+report starts and exits through `poll()`, which the supervisor calls when
+`fileno()` is readable. The fork server answers a launch asynchronously: forking
+a process that maps the document libraries takes milliseconds, and the
+supervisor does other work meanwhile. The spec travels in a memfd, so its size (resume data
 of a long document) never blocks the supervisor on a pipe.
 """
 
@@ -14,11 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from docsuper.passes.child import PR_SET_CHILD_SUBREAPER, kill_orphans_of, prctl
-
+from .procs import PR_SET_CHILD_SUBREAPER, kill_orphans_of, prctl
 from .protocol import JobSpec
 
 # glibc and the numeric libraries read these when a process starts, so they must be
@@ -35,6 +36,13 @@ CHILD_ENVIRONMENT = {
 
 class LaunchError(Exception):
     pass
+
+
+@dataclass
+class Reports:
+    started: list[tuple[str, int]] = field(default_factory=list)  # (job id, pid)
+    exited: list[tuple[int, int, float]] = field(default_factory=list)  # (pid, wait status, peak RSS MB)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (job id, why)
 
 
 def _exit_of(message: dict[str, Any]) -> tuple[int, int, float]:
@@ -70,7 +78,6 @@ class ForkServerLauncher:
         self.sock: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.ready: dict[str, Any] = {}
-        self._pending_exits: list[tuple[int, int, float]] = []
 
     def start(self) -> dict[str, Any]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -104,40 +111,39 @@ class ForkServerLauncher:
         assert self.sock is not None
         return self.sock.fileno()
 
-    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int, int]:
+    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int | None, int]:
+        """Ask for a child and return at once: its pid arrives later as a `started` report."""
         assert self.sock is not None
         read_fd, write_fd = _event_pipe()
         spec_fd = _spec_memfd(spec)
         try:
             message = {"op": "start", "job_id": spec.job_id, "limits": limits}
             socket.send_fds(self.sock, [json.dumps(message).encode()], [write_fd, spec_fd])
+        except OSError as exc:
+            os.close(read_fd)
+            raise LaunchError(f"cannot reach the fork server: {exc}") from None
         finally:
             os.close(write_fd)
             os.close(spec_fd)
-        deadline = time.monotonic() + 30
-        while True:
-            message = self._receive(timeout=max(0.01, deadline - time.monotonic()))
-            if message["op"] == "started":
-                return message["pid"], read_fd
-            if message["op"] == "exited":
-                self._pending_exits.append(_exit_of(message))
-                continue
-            os.close(read_fd)
-            raise LaunchError(message.get("message", str(message)))
+        return None, read_fd
 
-    def exits(self) -> list[tuple[int, int, float]]:
-        """Exits reported since the last call. LaunchError when the fork server itself is gone."""
-        found, self._pending_exits = self._pending_exits, []
+    def poll(self) -> Reports:
+        """What the fork server reported since the last call. LaunchError when it is gone."""
+        reports = Reports()
         while True:
             try:
                 data = self.sock.recv(65536) if self.sock else b""
             except BlockingIOError:
-                return found
+                return reports
             if not data:
                 raise LaunchError("the fork server exited; its children died with it")
             message = json.loads(data)
-            if message.get("op") == "exited":
-                found.append(_exit_of(message))
+            if message["op"] == "started":
+                reports.started.append((message["job_id"], message["pid"]))
+            elif message["op"] == "exited":
+                reports.exited.append(_exit_of(message))
+            elif message["op"] == "refused":
+                reports.refused.append((message["job_id"], message["message"]))
 
     def stop(self) -> None:
         if self.sock is not None:
@@ -177,7 +183,7 @@ class SpawnLauncher:
         except BlockingIOError:
             pass
 
-    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int, int]:
+    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int | None, int]:
         read_fd, write_fd = _event_pipe()
         spec_fd = _spec_memfd(spec)
         try:
@@ -187,19 +193,22 @@ class SpawnLauncher:
                 pass_fds=[spec_fd, write_fd], env=child_environment(), stdin=subprocess.DEVNULL,
                 process_group=0,
             )
+        except OSError as exc:
+            os.close(read_fd)
+            raise LaunchError(f"cannot start a child: {exc}") from None
         finally:
             os.close(write_fd)
             os.close(spec_fd)
         self._children[process.pid] = (spec.job_id, process)
         return process.pid, read_fd
 
-    def exits(self) -> list[tuple[int, int, float]]:
+    def poll(self) -> Reports:
         try:
             while os.read(self._wake_r, 512):
                 pass
         except BlockingIOError:
             pass
-        found = []
+        reports = Reports()
         while True:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -216,8 +225,8 @@ class SpawnLauncher:
                 except OSError:
                     pass
                 kill_orphans_of(job_id)
-                found.append((pid, status, usage.ru_maxrss / 1024))
-        return found
+                reports.exited.append((pid, status, usage.ru_maxrss / 1024))
+        return reports
 
     def stop(self) -> None:
         for pid in list(self._children):
@@ -225,7 +234,7 @@ class SpawnLauncher:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
-        self.exits()
+        self.poll()
 
 
 def make_launcher(start_method: str, preload: list[str]) -> ForkServerLauncher | SpawnLauncher:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one page's OCR lines fit many times over
@@ -37,7 +37,8 @@ class JobSpec:
     resume: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        data = asdict(self)
+        # Not dataclasses.asdict: it deep-copies the whole config for every job.
+        data = dict(self.__dict__)
         data["resume"] = {p: {str(k): v for k, v in pages.items()} for p, pages in self.resume.items()}
         return json.dumps(data)
 

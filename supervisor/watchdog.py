@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from .procs import children_of
+
 MB = 1024 * 1024
 
 
@@ -38,13 +40,16 @@ class ProcessTree:
             pass
 
     def _walk(self) -> list[psutil.Process]:
-        root = self.known.get(self.root_pid)
-        if root is not None:
-            try:
-                for proc in root.children(recursive=True):
-                    self.known.setdefault(proc.pid, proc)
-            except psutil.NoSuchProcess:
-                pass
+        frontier = [self.root_pid] if self.root_pid in self.known else []
+        while frontier:
+            pid = frontier.pop()
+            for child_pid in children_of(pid):
+                if child_pid not in self.known:
+                    try:
+                        self.known[child_pid] = psutil.Process(child_pid)
+                    except psutil.NoSuchProcess:
+                        continue
+                frontier.append(child_pid)
         alive = []
         for pid, proc in list(self.known.items()):
             if proc.is_running():  # also compares the start time: a reused pid is not ours

@@ -215,18 +215,25 @@ def test_cancel_stops_a_running_job(env: Env):
 
 
 def test_jobs_over_the_box_budget_are_preempted_and_requeued(env: Env):
-    # Small jobs teach the supervisor that `alloc` is cheap; then big ones arrive together.
     env.set(DOCSUPER_MEMORY_BOX_BUDGET_MB="260", DOCSUPER_MEMORY_JOB_LIMIT_MB="400",
-            DOCSUPER_WORKERS_CONCURRENCY="3", DOCSUPER_RETRY_MAX_ATTEMPTS="1")
-    env.submit("alloc", count=3, alloc_mb=10, alloc_step_mb=10)
-    big = env.submit("alloc", count=3, alloc_mb=120, alloc_step_mb=20, alloc_step_s=0.05, hold_s=1.5)
-    daemon = env.start("--drain")
-    # Feed the big jobs only after the small ones are done, so all three are admitted at once.
-    out, err = daemon.communicate(timeout=120)
+            DOCSUPER_WORKERS_CONCURRENCY="3", DOCSUPER_RETRY_MAX_ATTEMPTS="1", DOCSUPER_LOG_LEVEL="info")
+    daemon = env.start()
+    try:
+        # Small jobs first teach the supervisor that `alloc` jobs are cheap …
+        small = env.submit("alloc", count=3, alloc_mb=10, alloc_step_mb=10, hold_s=0.5)
+        wait_for(lambda: all(env.queue().get(j).status == "succeeded" for j in small), what="the small jobs")
+        # … so three big ones are admitted together, and together they pass the budget.
+        big = env.submit("alloc", count=3, alloc_mb=120, alloc_step_mb=20, alloc_step_s=0.05, hold_s=1.5)
+        wait_for(lambda: all(env.queue().get(j).status in ("succeeded", "dead") for j in big), timeout=60,
+                 what="the big jobs")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, err
     records = parse_log(out)
     preempted = [r for r in records if r["event"] == "job_finished" and r["outcome"] == "preempted"]
     assert preempted, "no job was preempted"
+    assert all("box budget of 260 MB" in r["error"] for r in preempted)
     with env.queue() as q:
         for job_id in big:
             job = q.get(job_id)

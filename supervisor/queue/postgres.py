@@ -57,8 +57,9 @@ TRANSACTION_POOLER_PORT = "6543"
 # How long the LISTEN connection waits for its own test notification before deciding
 # that notifications do not reach it (a transaction-mode pooler in the way).
 LISTEN_PROBE_S = 2.0
-# After LISTEN fails for a transient reason (server down), try again this much later.
-LISTEN_RETRY_S = 30.0
+# After LISTEN fails for a transient reason (server restarting), try again after
+# 1 s, then 2, 4 … up to this: quick after a restart, quiet during a long outage.
+LISTEN_RETRY_MAX_S = 30.0
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,46}")
 
@@ -264,6 +265,7 @@ class PostgresQueue(Queue):
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_retry_at = 0.0
+        self._listen_backoff_s = 1.0
         self._s = f'"{schema}"'
         self._claim_sql = CLAIM_SQL.format(s=self._s, job_columns=JOB_COLUMNS)
         self._heartbeat_sql = HEARTBEAT_SQL.format(s=self._s)
@@ -724,7 +726,7 @@ class PostgresQueue(Queue):
         try:
             listener = self._connect(application_name=self._listen_name)
         except QueueUnavailable as exc:
-            self._listen_retry_at = time.monotonic() + LISTEN_RETRY_S
+            self._listen_later()
             self._warnings.append(f"LISTEN unavailable, polling for now: {exc}")
             return
         try:
@@ -740,7 +742,7 @@ class PostgresQueue(Queue):
             listener.execute(f'UNLISTEN "{probe}"')
         except (psycopg.Error, QueueError) as exc:
             listener.close()
-            self._listen_retry_at = time.monotonic() + LISTEN_RETRY_S
+            self._listen_later()
             self._warnings.append(f"LISTEN failed, polling for now: {str(exc).strip()}")
             return
         if not arrived:
@@ -755,6 +757,11 @@ class PostgresQueue(Queue):
                 "instant wake-ups, or set queue.listen = false")
             return
         self._listener = listener
+        self._listen_backoff_s = 1.0
+
+    def _listen_later(self) -> None:
+        self._listen_retry_at = time.monotonic() + self._listen_backoff_s
+        self._listen_backoff_s = min(self._listen_backoff_s * 2, LISTEN_RETRY_MAX_S)
 
     def consume_wakeups(self) -> None:
         listener = self._listener
@@ -771,7 +778,7 @@ class PostgresQueue(Queue):
             # The socket turned readable because the connection died (server restart):
             # drop it so select() stops firing, and LISTEN again after a pause.
             self._close_listener()
-            self._listen_retry_at = time.monotonic() + 1.0
+            self._listen_later()
             self._warnings.append(f"LISTEN connection lost, listening again shortly: {str(exc).strip()}")
 
     def pop_warnings(self) -> list[str]:
