@@ -259,6 +259,29 @@ def status(state: State, as_json: bool) -> None:
             click.echo(f"  {j.id}  {j.last_outcome}  {_ago(j.dead_at)}  {(j.last_error or '')[:100]}")
 
 
+@main.command("list")
+@click.option("--status", "status_filter", type=click.Choice(JOB_STATES), default=None)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@_guard
+def list_jobs(state: State, status_filter: str | None, limit: int, as_json: bool) -> None:
+    """Jobs, newest first: state, last outcome, attempts, peak memory, progress."""
+    with state.queue() as queue:
+        jobs = queue.list_jobs(status_filter, limit)
+    if as_json:
+        click.echo(json.dumps([j.as_dict() for j in jobs], default=str))
+        return
+    click.echo(f"{'job':<12} {'state':<10} {'outcome':<14} {'tries':>5} {'peak_mb':>8} {'pages':>7}  source / error")
+    for j in reversed(jobs):
+        peak = f"{j.peak_mb:.0f}" if j.peak_mb is not None else "-"
+        detail = Path(j.source).name if j.source and "://" not in j.source else (j.source or ",".join(j.passes))
+        if j.status in ("dead", "cancelled") and j.last_error:
+            detail += f": {j.last_error[:90]}"
+        click.echo(f"{j.id[:12]:<12} {j.status:<10} {j.last_outcome or '-':<14} "
+                   f"{j.attempts:>2}/{j.max_attempts:<2} {peak:>8} {_progress(j):>7}  {detail}")
+
+
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
