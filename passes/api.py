@@ -9,8 +9,9 @@ name in the `docsuper.passes` entry-point group:
 It runs inside the job's child process, after the passes listed before it in
 the job. It reports progress with `ctx.progress(done, total)`, stores per-page
 results with `ctx.page_result(page, {...})` (a retry gets them back in
-`ctx.resumed(...)` and can skip those pages), and returns a small JSON-able
-summary that becomes part of the job's result. It raises `InvalidInput` for a
+`ctx.resumed()` and can skip those pages), reads an earlier pass's pages with
+`ctx.pages("ocr")`, and returns a small JSON-able summary that becomes part of
+the job's result. See docs/passes.md. It raises `InvalidInput` for a
 document that can never succeed (no retries), and any other exception for a
 failure worth retrying. Memory is the supervisor's business: a pass that goes
 over the job's cap is killed with its whole process tree.
@@ -59,6 +60,7 @@ class PassContext:
         self.results: dict[str, Any] = {}  # summaries of the passes that ran before, by name
         self._event_fd = event_fd
         self._workdir = workdir
+        self._pages: dict[str, dict[int, dict[str, Any]]] = {}
         self.last_page: int | None = None
 
     @property
@@ -87,9 +89,18 @@ class PassContext:
                    "rss_mb": round(rss_mb(), 1), "t": time.time(), **info})
 
     def page_result(self, page: int, result: dict[str, Any]) -> None:
-        """Send one page's result to the parent, which stores it before the job goes on."""
+        """Send one page's result to the parent, which stores it in the queue."""
         self.last_page = page
+        self._pages.setdefault(self.pass_name, {})[page] = result
         self.emit({"type": "page", "pass": self.pass_name, "page": page, "result": result})
+
+    def pages(self, pass_name: str) -> dict[int, dict[str, Any]]:
+        """Every page result of a pass so far, this attempt's and earlier ones', by page number.
+
+        This is how a later pass reads an earlier one's output, e.g. the OCR text."""
+        merged = self.resumed(pass_name)
+        merged.update(self._pages.get(pass_name, {}))
+        return dict(sorted(merged.items()))
 
 
 class UnknownPass(Exception):
