@@ -90,10 +90,14 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 def run(state: State, drain: bool) -> None:
     """Run the supervisor: claim jobs and run each in a fresh child."""
     from .daemon import Supervisor
+    from .launcher import LaunchError
 
     queue = state.queue()
     with queue:
-        code = Supervisor(state.config, queue).run(drain=drain)
+        try:
+            code = Supervisor(state.config, queue).run(drain=drain)
+        except LaunchError as exc:
+            raise Failure(str(exc)) from None
     sys.exit(code)
 
 

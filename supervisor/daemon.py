@@ -28,6 +28,7 @@ from docsuper import __version__
 
 from .budget import MemoryBudget, box_memory_mb
 from .config import Config
+from .http import HealthServer, Metrics, loop_health
 from .launcher import LaunchError, make_launcher
 from .logs import Logger
 from .protocol import EventReader, JobSpec
@@ -105,6 +106,9 @@ class Supervisor:
         self.limits = {"kernel_limit_mb": config.kernel_limit_mb}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._previous_handlers: dict[int, Any] = {}
+        self.metrics = Metrics()
+        self.last_tick = time.monotonic()
+        self.http: HealthServer | None = None
 
     # -- set-up and tear-down --------------------------------------------
     def _install_signals(self) -> None:
@@ -129,6 +133,7 @@ class Supervisor:
         budget = self.cfg.memory.box_budget_mb or max(
             0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
         self.budget.budget_mb = budget
+        self.metrics.budget_mb.set(budget)
         self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.get("preloaded"),
                       seconds=ready.get("seconds"), parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
                       box_budget_mb=round(budget), job_limit_mb=self.cfg.memory.job_limit_mb,
@@ -151,8 +156,10 @@ class Supervisor:
                           queue=_redact(self.queue.url), drain=drain)
             if only is not None:
                 self._start_child(only, time.monotonic())
+            elif self.cfg.http.port:
+                self._serve_http()
             while True:
-                now = time.monotonic()
+                now = self.last_tick = time.monotonic()
                 self._handle_signals(now)
                 self._flush_outbox(now)
                 if only is None and not self.stopping:
@@ -176,6 +183,8 @@ class Supervisor:
             for child in self.children.values():
                 if child.tree is not None:
                     child.tree.kill()
+            if self.http is not None:
+                self.http.stop()
             self.launcher.stop()
             try:
                 self.queue.unregister_worker(self.worker_id)
@@ -184,6 +193,18 @@ class Supervisor:
             self._restore_signals()
             self.log.info("supervisor_stopped", worker=self.worker_id, jobs=self.jobs_done,
                           rss_mb=round(_own_rss_mb(), 2))
+
+    def _serve_http(self) -> None:
+        details = lambda: {"worker": self.worker_id, "children": len(self.children),  # noqa: E731
+                           "stopping": self.stopping, "outbox": len(self.outbox), "jobs": self.jobs_done}
+        stall_s = max(30.0, 2 * self.cfg.queue.heartbeat_s)
+        try:
+            self.http = HealthServer(self.cfg.http.host, self.cfg.http.port, self.metrics,
+                                     loop_health(lambda: self.last_tick, details, stall_s))
+        except OSError as exc:
+            raise LaunchError(f"cannot serve HTTP on {self.cfg.http.host}:{self.cfg.http.port}: {exc.strerror}")
+        self.http.start()
+        self.log.info("http_listening", host=self.cfg.http.host, port=self.http.port)
 
     def _timeout(self, now: float, drain: bool) -> float:
         moments = [self.next_sample, self.next_heartbeat]
@@ -415,6 +436,14 @@ class Supervisor:
                   "exit_code": end.exit_code, "signal": signal_name(end.signal) if end.signal else None,
                   "last_page": end.last_page, "error": end.error}
         self.finished.append(record)
+        self.metrics.finished.labels(end.outcome).inc()
+        self.metrics.duration.observe(record["seconds"])
+        if end.peak_mb is not None:
+            self.metrics.peak.observe(end.peak_mb)
+        if child.done is not None:  # the last progress, which no heartbeat may have carried yet
+            progress = {child.job.id: (child.done, child.total, end.peak_mb)}
+            self.outbox.append(("record progress", lambda: self.queue.heartbeat(
+                self.worker_id, progress, self.cfg.queue.lease_s)))
         self.jobs_done += 1
         if self.jobs_done % 100 == 0:
             self.log.info("parent_memory", jobs=self.jobs_done, rss_mb=round(_own_rss_mb(), 2))
@@ -471,6 +500,8 @@ class Supervisor:
                                          f"over its {cap} MB cap", now, grace=0)
             elif now >= child.deadline:
                 self._stop(child, "timeout", f"ran longer than {self.cfg.workers.job_timeout_s:g} s", now)
+        self.metrics.children.set(len(self.children))
+        self.metrics.children_mb.set(total)
         if total > self.budget.budget_mb and len(self.children) > 1:
             youngest = max((c for c in self.children.values() if c.stop_outcome is None),
                            key=lambda c: c.started_at, default=None)
@@ -481,6 +512,7 @@ class Supervisor:
     # -- leases ----------------------------------------------------------
     def _heartbeat(self, now: float) -> None:
         self.next_heartbeat = now + self.cfg.queue.heartbeat_s
+        self.metrics.parent_rss_mb.set(_own_rss_mb())
         progress = {c.job.id: (c.done, c.total, round(c.peak_uss_mb, 1))
                     for c in self.children.values() if c.stop_outcome is None}
         try:
@@ -491,6 +523,7 @@ class Supervisor:
                 self.log.warning("lease_reclaimed", job_id=job_id, outcome="lost")
                 self.claim_wanted = True
         except QueueUnavailable as exc:
+            self.metrics.queue_errors.inc()
             self.log.warning("queue_unavailable", action="heartbeat", error=str(exc))
             return
         for child in list(self.children.values()):
@@ -503,6 +536,7 @@ class Supervisor:
         self._flush_outbox(time.monotonic())
 
     def _flush_outbox(self, now: float, final: bool = False) -> None:
+        self.metrics.outbox.set(len(self.outbox))
         deadline = now + 10.0
         while self.outbox:
             if not final and now < self.outbox_retry_at:
@@ -511,6 +545,7 @@ class Supervisor:
             try:
                 fn()
             except QueueUnavailable as exc:
+                self.metrics.queue_errors.inc()
                 self.outbox_retry_at = time.monotonic() + self.outbox_delay
                 self.outbox_delay = min(self.outbox_delay * 2, 10.0)
                 self.log.warning("queue_unavailable", action=what, pending=len(self.outbox), error=str(exc),

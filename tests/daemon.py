@@ -35,6 +35,7 @@ class Env:
         self.url = url or f"sqlite:///{root / 'queue.db'}"
         self.vars = {k: v for k, v in os.environ.items() if not k.startswith(("DOCSUPER_", "WORKER_CONCURRENCY"))}
         self.vars.pop("DATABASE_URL", None)
+        self.vars.pop("PORT", None)
         self.vars.update(FAST)
         self.vars["DOCSUPER_QUEUE_URL"] = self.url
         self.vars["DOCSUPER_CONFIG"] = str(root / "none.toml")
