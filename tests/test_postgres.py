@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import select
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from docsuper.supervisor.queue.base import AttemptEnd, NewJob, QueueError, QueueUnavailable, SchemaOutdated
 from docsuper.supervisor.queue.postgres import CLAIM_SQL, JOB_COLUMNS, PostgresQueue
@@ -245,3 +252,104 @@ def test_url_options_pass_through(postgres_spec: QueueSpec) -> None:
                 q.counts()
     finally:
         q.close()
+
+
+# -- behind a transaction-mode pooler (a real PgBouncer) ------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pgbouncer_url() -> Iterator[str]:
+    """A private PgBouncer in transaction mode in front of the test database (like Supabase's port 6543)."""
+    url = require_postgres()
+    binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    params = conninfo_to_dict(url)
+    port = _free_port()
+    # Not under pytest's tmp_path: PgBouncer refuses to run as root, and the user it
+    # switches to must be able to reach its files.
+    work = Path(tempfile.mkdtemp(prefix="docsuper-pgbouncer-"))
+    os.chmod(work, 0o755)
+    (work / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"{params.get('dbname', 'test')} = host={params.get('host', '127.0.0.1')} port={params.get('port', 5432)}"
+        f" dbname={params.get('dbname', 'test')} user={params.get('user', 'postgres')}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        # Several server connections used in turn, so consecutive transactions of one
+        # client land on different ones, as on a busy pooler.
+        "auth_type = any\npool_mode = transaction\ndefault_pool_size = 3\nmin_pool_size = 3\n"
+        "server_round_robin = 1\n"
+        f"logfile = {work}/pgbouncer.log\npidfile = {work}/pgbouncer.pid\n")
+    cmd = [binary, str(work / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        shutil.chown(work, "postgres")
+        cmd[1:1] = ["-u", "postgres"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pooled = f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{port}/{params.get('dbname', 'test')}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with psycopg.connect(pooled, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                break
+            except psycopg.Error:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = work / "pgbouncer.log"
+                    pytest.fail(f"pgbouncer did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
+                                f"{log.read_text() if log.exists() else ''}")
+                time.sleep(0.1)
+        yield pooled
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def exercise(q: PostgresQueue, rounds: int = 12) -> None:
+    """Every statement well past psycopg's prepare threshold (5 runs)."""
+    before = q.counts()["succeeded"]
+    for i in range(rounds):
+        [job_id] = q.submit([NewJob(passes=["noop"])])
+        jobs = q.claim(f"w{i}", 1, 60)
+        assert [j.id for j in jobs] == [job_id]
+        assert q.heartbeat(f"w{i}", {job_id: (1, 1, 1.0)}, 60) == set()
+        assert q.record_page(job_id, f"w{i}", "noop", 1, {"i": i})
+        assert q.finish(job_id, f"w{i}", AttemptEnd("succeeded"), 0) == "succeeded"
+        assert q.get(job_id).status == "succeeded"
+    assert q.counts()["succeeded"] == before + rounds
+
+
+def test_behind_a_transaction_pooler_listen_falls_back_to_polling(postgres_spec: QueueSpec, pgbouncer_url: str) -> None:
+    q = PostgresQueue(pgbouncer_url, schema=postgres_spec.schema, listen=True)
+    try:
+        # Not port 6543, so only the probe can tell that notifications do not come through.
+        assert q.wakeup_fileno() is None
+        [warning] = q.pop_warnings()
+        assert "does not work on this connection" in warning
+        assert q.wakeup_fileno() is None and q.pop_warnings() == []
+        exercise(q)
+    finally:
+        q.close()
+
+
+def test_behind_a_transaction_pooler_prepared_statements_are_turned_off(postgres_spec: QueueSpec,
+                                                                         pgbouncer_url: str) -> None:
+    # listen = false, as docs/postgres.md says for a transaction pooler: never prepares.
+    with PostgresQueue(pgbouncer_url, schema=postgres_spec.schema, listen=False) as q:
+        exercise(q)
+    # listen left on and never asked for (no probe ran): psycopg starts preparing after
+    # five runs, the pooler loses the statements, and the queue notices and stops.
+    with PostgresQueue(pgbouncer_url, schema=postgres_spec.schema, listen=True) as q:
+        exercise(q)
+        assert q._prepare_threshold is None  # the failure was seen and preparing stopped

@@ -224,10 +224,6 @@ def _redacted(conninfo: str) -> str:
     return f"{params.get('host', 'localhost')}:{params.get('port', '5432')}/{params.get('dbname', '')}"
 
 
-class _Ambiguous(Exception):
-    """The connection broke while COMMIT was in flight: the change may or may not be stored."""
-
-
 class PostgresQueue(Queue):
     def __init__(self, url: str, schema: str = "docsuper", listen: bool = True,
                  connect_timeout_s: float = 10.0) -> None:
