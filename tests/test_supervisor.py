@@ -274,3 +274,23 @@ def test_spawn_start_method_runs_the_same_jobs(env: Env):
     with env.queue() as q:
         assert [q.get(j).status for j in ok] == ["succeeded"] * 3
         assert q.attempts(crash)[0].signal == signal.SIGABRT
+
+
+def test_several_runs_submits_and_status_share_one_sqlite_file(env: Env):
+    """Three daemons, a stream of submits and status calls on one file: no 'database is locked', no job twice."""
+    env.set(DOCSUPER_LOG_LEVEL="info")
+    env.submit("noop", count=100)
+    daemons = [env.start("--drain") for _ in range(3)]
+    for _ in range(5):
+        env.submit("noop", count=20)
+        assert "queued" in env.cli("status").stdout
+    outputs = [d.communicate(timeout=120) for d in daemons]
+    assert [d.returncode for d in daemons] == [0, 0, 0], [err for _, err in outputs]
+    leftovers = env.drain()  # anything submitted after the three drained out
+    everything = "".join(out + err for out, err in outputs)
+    assert "locked" not in everything
+    finished = [r["job_id"] for out, _ in outputs for r in parse_log(out) if r["event"] == "job_finished"]
+    finished += [r["job_id"] for r in leftovers if r["event"] == "job_finished"]
+    assert len(finished) == len(set(finished)) == 200
+    with env.queue() as q:
+        assert q.counts()["succeeded"] == 200
