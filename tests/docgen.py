@@ -1,0 +1,424 @@
+"""Synthetic documents with known text, made on the fly for the tests and the benchmark.
+
+Nothing here is committed as a file: every scan, TIFF, PNG, JPEG and bad input is
+generated from a seed, so the repository stays small and the ground truth is exact.
+
+A "scan" is made the way paper gets scanned: text laid out by PyMuPDF with one of its
+built-in fonts (helv, tiro, cour), rasterised in grayscale, turned by a fraction of a
+degree, blurred, given sensor noise and stored as a JPEG. `scanned_pdf` puts such JPEGs
+inside a PDF (one image per page, no text layer), which is what a copier produces.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pymupdf
+
+A4 = (595.0, 842.0)  # points
+A6 = (298.0, 420.0)
+
+# Plain English vocabulary plus the numbers, dates and units that clinical letters carry.
+WORDS = (
+    "the of and to in is was for that with on as by at from this patient report date "
+    "result normal follow review clinic history blood pressure heart rate exam letter "
+    "referral treatment plan daily dose tablet morning evening weeks months year left "
+    "right chest pain mild severe stable improved noted advised return after before "
+    "without with further imaging scan test value range within above below level "
+    "doctor nurse ward hospital discharge summary medication allergy known none signed "
+    "please contact office telephone address street north south village county service "
+    "general practice reference number account invoice total amount paid balance due"
+).split()
+
+
+def _token(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.06:
+        return f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(1990, 2025)}"
+    if roll < 0.12:
+        return str(rng.randint(2, 9999))
+    if roll < 0.15:
+        return f"{rng.randint(1, 250)}{rng.choice(['mg', 'ml', 'kg', 'mm'])}"
+    word = rng.choice(WORDS)
+    if rng.random() < 0.12:
+        word = word.capitalize()
+    return word
+
+
+def text_lines(rng: random.Random, count: int, width_chars: int = 64) -> list[str]:
+    """`count` lines of word-like text, each at most `width_chars` long, some ending in punctuation."""
+    lines = []
+    for _ in range(count):
+        words: list[str] = []
+        length = 0
+        target = rng.randint(width_chars * 2 // 3, width_chars)
+        while True:
+            token = _token(rng)
+            if length + len(token) + (1 if words else 0) > target:
+                break
+            words.append(token)
+            length += len(token) + (1 if len(words) > 1 else 0)
+        line = " ".join(words) or _token(rng)
+        if rng.random() < 0.3:
+            line += rng.choice([".", ",", ":", ";"])
+        lines.append(line[0].upper() + line[1:])
+    return lines
+
+
+@dataclass
+class Page:
+    """One generated page: the image (grayscale uint8) and the lines it shows, top to bottom."""
+
+    image: np.ndarray
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class ScanStyle:
+    dpi: int = 300
+    angle: float = 0.6        # degrees; real feeders skew by about this much
+    blur: float = 0.8         # Gaussian sigma in pixels at `dpi`
+    noise: float = 6.0        # standard deviation of additive noise, in grey levels
+    jpeg_quality: int = 75
+    font: str = "helv"
+    fontsize: float = 11.0
+    page_size: tuple[float, float] = A4
+    margin: float = 56.0
+    leading: float = 1.55     # line spacing as a multiple of the font size
+    extra: dict = field(default_factory=dict)
+
+
+def _typeset(lines: list[str], style: ScanStyle, text_layer: bool = True) -> pymupdf.Document:
+    doc = pymupdf.open()
+    width, height = style.page_size
+    page = doc.new_page(width=width, height=height)
+    y = style.margin + style.fontsize
+    for line in lines:
+        page.insert_text((style.margin, y), line, fontname=style.font, fontsize=style.fontsize)
+        y += style.fontsize * style.leading
+    return doc
+
+
+def lines_that_fit(style: ScanStyle) -> tuple[int, int]:
+    """(lines, characters per line) that fit the page at the style's font and spacing."""
+    width, height = style.page_size
+    usable_h = height - 2 * style.margin - style.fontsize
+    rows = int(usable_h // (style.fontsize * style.leading)) + 1
+    # helv's average glyph is ~0.5 em wide on this vocabulary; cour is exactly 0.6 em.
+    em = 0.6 if style.font == "cour" else 0.52
+    cols = int((width - 2 * style.margin) / (style.fontsize * em))
+    return rows, cols
+
+
+def render_page(lines: list[str], style: ScanStyle) -> np.ndarray:
+    """The clean grayscale raster of `lines` typeset on one page."""
+    doc = _typeset(lines, style)
+    pix = doc[0].get_pixmap(dpi=style.dpi, colorspace=pymupdf.csGRAY)
+    image = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width).copy()
+    doc.close()
+    return image
+
+
+def degrade(image: np.ndarray, style: ScanStyle, rng: random.Random) -> np.ndarray:
+    """What a scanner does to a clean page: skew, blur, noise (JPEG comes when it is stored)."""
+    h, w = image.shape
+    if style.angle:
+        angle = style.angle * (1 if rng.random() < 0.5 else -1)
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
+    if style.blur:
+        image = cv2.GaussianBlur(image, (0, 0), style.blur)
+    if style.noise:
+        noise = np.random.default_rng(rng.randint(0, 2**31)).normal(0, style.noise, image.shape)
+        image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return image
+
+
+def scanned_page(seed: int, style: ScanStyle | None = None, lines: int | None = None) -> Page:
+    """A degraded raster of a page of generated text, and that text."""
+    style = style or ScanStyle()
+    rng = random.Random(seed)
+    rows, cols = lines_that_fit(style)
+    text = text_lines(rng, min(rows, lines) if lines else rows, cols)
+    return Page(degrade(render_page(text, style), style, rng), text)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 75) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+def scanned_pdf(path: Path, seeds: list[int] | range, style: ScanStyle | None = None,
+                lines: int | None = None) -> list[Page]:
+    """A PDF of scanned pages (one JPEG per page, no text layer). Returns the pages' text.
+
+    The images are written one at a time, so a long document costs the memory of one page.
+    """
+    style = style or ScanStyle()
+    doc = pymupdf.open()
+    truth = []
+    width, height = style.page_size
+    for seed in seeds:
+        page = scanned_page(seed, style, lines)
+        out = doc.new_page(width=width, height=height)
+        out.insert_image(out.rect, stream=encode_jpeg(page.image, style.jpeg_quality))
+        truth.append(Page(np.empty((0, 0), np.uint8), page.lines))  # keep the text, not the pixels
+    doc.save(path, garbage=0, deflate=False)
+    doc.close()
+    return truth
+
+
+def text_pdf(path: Path, pages: list[list[str]], style: ScanStyle | None = None) -> None:
+    """A born-digital PDF: every page has a real text layer."""
+    style = style or ScanStyle()
+    doc = pymupdf.open()
+    for lines in pages:
+        one = _typeset(lines, style)
+        doc.insert_pdf(one)
+        one.close()
+    doc.save(path)
+    doc.close()
+
+
+def mixed_pdf(path: Path, seed: int, style: ScanStyle | None = None) -> tuple[list[str], list[str]]:
+    """Page 1 with a text layer, page 2 a scan. Returns (page 1 lines, page 2 lines)."""
+    style = style or ScanStyle()
+    rng = random.Random(seed)
+    rows, cols = lines_that_fit(style)
+    first = text_lines(rng, 12, cols)
+    scan = scanned_page(seed + 1, style, lines=12)
+    doc = _typeset(first, style)
+    width, height = style.page_size
+    out = doc.new_page(width=width, height=height)
+    out.insert_image(out.rect, stream=encode_jpeg(scan.image, style.jpeg_quality))
+    doc.save(path)
+    doc.close()
+    return first, scan.lines
+
+
+def multipage_tiff(path: Path, pages: list[Page], dpi: int = 300, compression: str | None = "tiff_lzw") -> None:
+    from PIL import Image
+
+    frames = [Image.fromarray(p.image, mode="L") for p in pages]
+    kwargs = {"compression": compression} if compression else {}
+    frames[0].save(path, format="TIFF", save_all=True, append_images=frames[1:], dpi=(dpi, dpi), **kwargs)
+
+
+def blank_scan_pdf(path: Path, pages: int, style: ScanStyle | None = None, seed: int = 0) -> None:
+    """Scanned pages with paper noise and no text: renders fast, exercises the image cache."""
+    style = style or ScanStyle()
+    doc = pymupdf.open()
+    width, height = style.page_size
+    w, h = int(width * style.dpi / 72), int(height * style.dpi / 72)
+    gen = np.random.default_rng(seed)
+    for _ in range(pages):
+        image = np.clip(gen.normal(245, style.noise or 4, (h, w)), 0, 255).astype(np.uint8)
+        out = doc.new_page(width=width, height=height)
+        out.insert_image(out.rect, stream=encode_jpeg(image, style.jpeg_quality))
+    doc.save(path)
+    doc.close()
+
+
+# --- bad inputs -----------------------------------------------------------------
+
+def empty_file(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def unsupported_file(path: Path) -> Path:
+    """A GIF: a real image format that the worker does not take."""
+    path.write_bytes(b"GIF89a" + struct.pack("<HH", 1, 1) + b"\x80\x00\x00\xff\xff\xff\x00\x00\x00"
+                     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+    return path
+
+
+def corrupt_pdf(path: Path) -> Path:
+    """A PDF header followed by garbage: no objects, no pages."""
+    rng = random.Random(5)
+    path.write_bytes(b"%PDF-1.7\n" + bytes(rng.randrange(256) for _ in range(4000)))
+    return path
+
+
+def truncated_pdf(path: Path, source: Path, keep: float = 0.5) -> Path:
+    """The first part of a real PDF, as an interrupted upload leaves it."""
+    data = source.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def encrypted_pdf(path: Path, password: str = "secret") -> Path:
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "Confidential", fontname="helv", fontsize=12)
+    doc.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw=password, owner_pw=password + "-owner")
+    doc.close()
+    return path
+
+
+def many_pages_pdf(path: Path, pages: int) -> Path:
+    doc = pymupdf.open()
+    for _ in range(pages):
+        doc.new_page(width=A6[0], height=A6[1])
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def huge_page_pdf(path: Path, inches: float = 200.0) -> Path:
+    """One page of `inches` square (PDF allows up to 200 in): 3.6 G pixels at 300 dpi."""
+    doc = pymupdf.open()
+    doc.new_page(width=inches * 72, height=inches * 72)
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bomb(path: Path, side: int = 100_000) -> Path:
+    """A PNG that declares side×side grey pixels; the stream compresses ~1000:1, so it is small on
+    disk, but decoding it would need side² bytes (10 G for the default)."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    # A few rows of real data are enough for the file to look valid; the decoder would
+    # only find out it is short after allocating the whole image.
+    rows = zlib.compress(b"\x00" + b"\x00" * side, 9) * 1
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows)
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+def jpeg_bomb(path: Path, width: int = 60000, height: int = 60000) -> Path:
+    """A small real JPEG whose frame header is rewritten to declare a huge size."""
+    data = bytearray(encode_jpeg(np.full((16, 16), 200, np.uint8)))
+    i = 2
+    while i < len(data):
+        marker = data[i + 1]
+        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            data[i + 5:i + 9] = struct.pack(">HH", height, width)
+            break
+        i += 2 + length
+    path.write_bytes(bytes(data))
+    return path
+
+
+def tiff_bomb(path: Path, width: int = 50000, height: int = 50000) -> Path:
+    """A TIFF whose only page declares width×height pixels (uncompressed strips it does not have)."""
+    entries = [
+        (256, 4, 1, width),        # ImageWidth (LONG)
+        (257, 4, 1, height),       # ImageLength
+        (258, 3, 1, 8),            # BitsPerSample
+        (259, 3, 1, 1),            # Compression: none
+        (262, 3, 1, 1),            # Photometric: black is zero
+        (273, 4, 1, 8),            # StripOffsets
+        (277, 3, 1, 1),            # SamplesPerPixel
+        (278, 4, 1, height),       # RowsPerStrip
+        (279, 4, 1, width * height & 0xFFFFFFFF),  # StripByteCounts
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        packed = struct.pack("<H", value) + b"\x00\x00" if kind == 3 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, count) + packed
+    ifd += struct.pack("<I", 0)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd)
+    return path
+
+
+def pdf_with_bomb_image(path: Path, side: int = 30000) -> Path:
+    """A PDF page holding one image XObject that declares side×side pixels (Flate, tiny on disk)."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    # A real small image first, then its dictionary is made to declare a huge size.
+    page.insert_image(page.rect, stream=encode_png(np.full((8, 8), 128, np.uint8)))
+    xref = page.get_images()[0][0]
+    stream = zlib.compress(b"\x80" * (side * 4), 9)  # a short stream; the decoder would learn late
+    doc.update_stream(xref, stream, compress=False)
+    doc.xref_set_key(xref, "Width", str(side))
+    doc.xref_set_key(xref, "Height", str(side))
+    doc.xref_set_key(xref, "Filter", "/FlateDecode")
+    doc.xref_set_key(xref, "DecodeParms", "null")
+    doc.xref_set_key(xref, "SMask", "null")
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def big_file(path: Path, megabytes: float) -> Path:
+    """A PDF padded past `megabytes` with a comment block after the header."""
+    doc = pymupdf.open()
+    doc.new_page()
+    body = doc.tobytes()
+    doc.close()
+    pad = b"%" + b"x" * 1022 + b"\n"
+    with open(path, "wb") as fh:
+        fh.write(body[:9])
+        for _ in range(int(megabytes * 1024) + 1):
+            fh.write(pad)
+        fh.write(body[9:])
+    return path
+
+
+# --- scoring --------------------------------------------------------------------
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance by Hyyrö's bit-parallel algorithm: fast on page-long strings in pure Python."""
+    if len(a) < len(b):
+        a, b = b, a
+    m = len(b)
+    if m == 0:
+        return len(a)
+    peq: dict[str, int] = {}
+    for i, ch in enumerate(b):
+        peq[ch] = peq.get(ch, 0) | (1 << i)
+    mask = (1 << m) - 1
+    high = 1 << (m - 1)
+    pv, mv, score = mask, 0, m
+    for ch in a:
+        eq = peq.get(ch, 0)
+        xv = eq | mv
+        xh = (((eq & pv) + pv) ^ pv) | eq
+        ph = mv | (~(xh | pv) & mask)
+        mh = pv & xh
+        if ph & high:
+            score += 1
+        elif mh & high:
+            score -= 1
+        ph = ((ph << 1) | 1) & mask
+        mh = (mh << 1) & mask
+        pv = mh | (~(xv | ph) & mask)
+        mv = ph & xv
+    return score
+
+
+def normalise(text: str, spaces: bool) -> str:
+    """Compare what a reader sees: every run of whitespace (line breaks too) is one space,
+    or nothing at all when `spaces` is False."""
+    words = text.split()
+    return " ".join(words) if spaces else "".join(words)
+
+
+def cer(truth: str, hypothesis: str, spaces: bool = True) -> float:
+    """Character error rate: edits to turn the OCR text into the truth, per character of truth."""
+    ref, hyp = normalise(truth, spaces), normalise(hypothesis, spaces)
+    return levenshtein(ref, hyp) / max(1, len(ref))
