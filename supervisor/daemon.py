@@ -36,6 +36,7 @@ from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, Wo
 from .watchdog import ProcessTree
 
 OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of memory
+USS_EVERY_S = 0.5  # smaps_rollup costs milliseconds per process; RSS is read every tick
 
 
 @dataclass
@@ -61,6 +62,10 @@ class Child:
     start_latency_s: float | None = None  # claim → the child about to run its first pass
     progress_latency_s: float | None = None  # claim → the first progress or page event
     sampled: bool = False
+    next_uss_at: float = 0.0
+    rss_at_uss: float = 0.0
+    uss_exact: bool = False
+    processes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -477,26 +482,47 @@ class Supervisor:
             child.kill_at = now + grace
         self.log.info("job_stopping", job_id=child.job.id, outcome=outcome, reason=message, pid=child.pid)
 
+    def _measure(self, child: Child, now: float, precise: bool) -> None:
+        """Update the child's memory figures. USS is read every USS_EVERY_S, and whenever
+        RSS passes the cap; between readings it follows RSS's changes (USS ≤ RSS, and
+        what a child allocates is private, so the estimate tracks growth)."""
+        cap = self.cfg.memory.job_limit_mb
+        precise = precise or now >= child.next_uss_at
+        sample = child.tree.sample(uss=precise)
+        if sample.uss_mb is None and sample.rss_mb > cap:
+            sample = child.tree.sample(uss=True)
+        child.sampled = child.sampled or sample.processes > 0
+        if sample.uss_mb is not None:
+            child.uss_mb, child.rss_at_uss = sample.uss_mb, sample.rss_mb
+            child.next_uss_at = now + USS_EVERY_S
+        else:
+            child.uss_mb = max(0.0, child.uss_mb + sample.rss_mb - child.rss_at_uss)
+            child.rss_at_uss = sample.rss_mb
+        child.uss_exact = sample.uss_mb is not None
+        child.processes = sample.processes
+        child.peak_uss_mb = max(child.peak_uss_mb, child.uss_mb)
+        child.peak_rss_mb = max(child.peak_rss_mb, sample.rss_mb)
+
     def _watch(self, now: float) -> None:
         self.next_sample = now + self.cfg.memory.watchdog_interval_ms / 1000
         cap = self.cfg.memory.job_limit_mb
-        total = 0.0
-        for child in list(self.children.values()):
-            if child.tree is None:
-                continue
-            sample = child.tree.sample()
-            child.sampled = child.sampled or sample.processes > 0
-            child.uss_mb = sample.uss_mb
-            child.peak_uss_mb = max(child.peak_uss_mb, sample.uss_mb)
-            child.peak_rss_mb = max(child.peak_rss_mb, sample.rss_mb)
-            total += sample.uss_mb
+        measured = [c for c in self.children.values() if c.tree is not None]
+        for child in measured:
+            self._measure(child, now, precise=False)
+        total = sum(c.uss_mb for c in measured)
+        if total > self.budget.budget_mb:  # act on readings, not estimates
+            for child in measured:
+                if not child.uss_exact:
+                    self._measure(child, now, precise=True)
+            total = sum(c.uss_mb for c in measured)
+        for child in measured:
             if child.kill_at is not None and now >= child.kill_at:
                 child.tree.kill()
                 child.kill_at = None
             if child.stop_outcome is not None:
                 continue
-            if sample.uss_mb > cap:
-                self._stop(child, "oom", f"used {sample.uss_mb:.0f} MB (USS of {sample.processes} processes), "
+            if child.uss_exact and child.uss_mb > cap:
+                self._stop(child, "oom", f"used {child.uss_mb:.0f} MB (USS of {child.processes} processes), "
                                          f"over its {cap} MB cap", now, grace=0)
             elif now >= child.deadline:
                 self._stop(child, "timeout", f"ran longer than {self.cfg.workers.job_timeout_s:g} s", now)

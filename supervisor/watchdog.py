@@ -25,7 +25,7 @@ MB = 1024 * 1024
 
 @dataclass
 class TreeSample:
-    uss_mb: float
+    uss_mb: float | None  # None when only RSS was read
     rss_mb: float
     processes: int
 
@@ -58,20 +58,26 @@ class ProcessTree:
                 del self.known[pid]
         return alive
 
-    def sample(self) -> TreeSample:
-        uss = rss = 0
+    def sample(self, uss: bool = True) -> TreeSample:
+        """The tree's RSS (from statm: microseconds) and, when `uss`, its USS.
+
+        USS comes from smaps_rollup, which costs milliseconds per process for the
+        big address spaces of the OCR stack, so the caller asks for it only when it
+        matters: USS never exceeds RSS, so a tree whose RSS is under the cap is under it."""
+        uss_bytes = rss_bytes = 0
         count = 0
         for proc in self._walk():
             try:
-                info = proc.memory_full_info()  # smaps_rollup: cheap enough at 10 Hz for a few trees
-            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                if uss:
+                    info = proc.memory_full_info()
+                    uss_bytes += info.uss
+                else:
+                    info = proc.memory_info()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
-            except psutil.AccessDenied:
-                continue
-            uss += info.uss
-            rss += info.rss
+            rss_bytes += info.rss
             count += 1
-        return TreeSample(uss / MB, rss / MB, count)
+        return TreeSample(uss_bytes / MB if uss else None, rss_bytes / MB, count)
 
     def signal(self, signum: int) -> None:
         """Send `signum` to every process of the tree, root first, and to the root's process group."""

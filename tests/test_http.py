@@ -37,10 +37,12 @@ def test_health_and_metrics_on_port(env: Env):
     try:
         status, body = wait_for(lambda: (r := get(f"{base}/healthz"))[0] and r, what="/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
-        wait_for(lambda: 'docsuper_attempts_total{outcome="succeeded"} 3.0' in get(f"{base}/metrics")[1],
-                 what="three successes in /metrics")
-        metrics = get(f"{base}/metrics")[1]
-        assert 'docsuper_attempts_total{outcome="error"}' in metrics
+        def finished_metrics() -> str | None:
+            text = get(f"{base}/metrics")[1]
+            done = 'docsuper_attempts_total{outcome="succeeded"} 3.0' in text and 'outcome="error"' in text
+            return text if done else None
+
+        metrics = wait_for(finished_metrics, what="three successes and an error in /metrics")
         assert "docsuper_box_budget_mb" in metrics and "docsuper_attempt_peak_mb_bucket" in metrics
         assert get(f"{base}/nope")[0] == 404
     finally:
