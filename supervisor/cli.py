@@ -46,7 +46,7 @@ class State:
 
     def queue(self, check_schema: bool = True) -> Queue:
         try:
-            queue = open_queue(self.config.queue.url, self.config.queue.schema)
+            queue = open_queue(self.config.queue.url, self.config.queue.schema, listen=self.config.queue.listen)
             if check_schema:
                 queue.check_schema()
             return queue

@@ -226,6 +226,8 @@ class Supervisor:
         fds = [self._wake_r, self.launcher.fileno()]
         fds.extend(c.events.fd for c in self.children.values() if not c.events.closed)
         listen_fd = self.queue.wakeup_fileno()
+        for warning in self.queue.pop_warnings():
+            self.log.warning("queue_warning", message=warning)
         if listen_fd is not None:
             fds.append(listen_fd)
         try:
@@ -239,7 +241,7 @@ class Supervisor:
             except BlockingIOError:
                 pass
         if listen_fd is not None and listen_fd in readable:
-            self._queue_call("read notifications", self.queue.consume_wakeups)
+            self.queue.consume_wakeups()  # never raises; must not wait behind the outbox or the loop spins
             self.claim_wanted = True
 
     # -- signals -----------------------------------------------------------
@@ -306,10 +308,16 @@ class Supervisor:
 
     def _start_child(self, job: Job, claimed_at: float) -> None:
         try:
-            spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options, self.cfg.as_dict(),
-                           self._resume_data(job))
+            resume = self._resume_data(job)
+        except QueueError as exc:
+            self.log.warning("queue_unavailable", action="read resume data", job_id=job.id, error=str(exc))
+            end = AttemptEnd("interrupted", error=f"could not read its stored pages: {exc}")
+            self.outbox.append(("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0)))
+            return
+        try:
+            spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options, self.cfg.as_dict(), resume)
             pid, fd = self.launcher.launch(spec, self.limits)
-        except (LaunchError, QueueError) as exc:
+        except LaunchError as exc:
             self.log.error("launch_failed", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
             self.outbox.append(("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0)))
@@ -548,7 +556,7 @@ class Supervisor:
             for job_id in self.queue.reclaim_expired(delay):
                 self.log.warning("lease_reclaimed", job_id=job_id, outcome="lost")
                 self.claim_wanted = True
-        except QueueUnavailable as exc:
+        except QueueError as exc:
             self.metrics.queue_errors.inc()
             self.log.warning("queue_unavailable", action="heartbeat", error=str(exc))
             return
