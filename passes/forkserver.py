@@ -22,6 +22,7 @@ group and exits.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -68,9 +69,13 @@ class ForkServer:
             if _threads() > 1:
                 failed[name] = "started a thread at import; fork would be unsafe"
                 break
-        from . import api
+        from . import api, diagnostic  # noqa: F401  (cheap, and every selftest child uses it)
 
         api.available_passes()  # warm the entry-point scan once for all children
+        # Everything imported so far is shared with the children. Frozen, the garbage
+        # collector never walks it in a child, so it is not copied page by page on write.
+        gc.collect()
+        gc.freeze()
         return {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed,
                 "threads": _threads(), "seconds": round(time.monotonic() - started, 3)}
 
