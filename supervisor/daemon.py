@@ -37,6 +37,7 @@ from .watchdog import ProcessTree
 
 OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of memory
 USS_EVERY_S = 0.5  # smaps_rollup costs milliseconds per process; RSS is read every tick
+FIRST_USS_AFTER_S = 0.2  # most short jobs end before it: their peak is the RSS the kernel reports
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Child:
     kill_at: float | None = None  # SIGKILL due after a SIGTERM
     start_latency_s: float | None = None  # claim → the child about to run its first pass
     progress_latency_s: float | None = None  # claim → the first progress or page event
-    sampled: bool = False
+    uss_known: bool = False  # False until the first USS reading; short jobs may never get one
     next_uss_at: float = 0.0
     rss_at_uss: float = 0.0
     uss_exact: bool = False
@@ -325,7 +326,7 @@ class Supervisor:
             return
         now = time.monotonic()
         child = Child(job=job, pid=None, events=EventReader(fd), tree=None, claimed_at=claimed_at, started_at=now,
-                      deadline=now + self.cfg.workers.job_timeout_s)
+                      deadline=now + self.cfg.workers.job_timeout_s, next_uss_at=now + FIRST_USS_AFTER_S)
         self.children[job.id] = child
         if pid is not None:
             self._forked(child, pid)
@@ -405,7 +406,7 @@ class Supervisor:
     def _classify(self, child: Child, status: int | None, lost_reason: str | None) -> AttemptEnd:
         exit_code, signum = describe_status(status) if status is not None else (None, None)
         end = AttemptEnd("crashed", exit_code=exit_code, signal=signum,
-                         peak_mb=round(child.peak_uss_mb, 1) if child.sampled else None,
+                         peak_mb=round(child.peak_uss_mb, 1) if child.uss_known else None,
                          peak_rss_mb=round(child.peak_rss_mb, 1) if child.peak_rss_mb else None,
                          last_page=child.last_page)
         cap = self.cfg.memory.job_limit_mb
@@ -499,16 +500,19 @@ class Supervisor:
         sample = child.tree.sample(uss=precise)
         if sample.uss_mb is None and sample.rss_mb > cap:
             sample = child.tree.sample(uss=True)
-        child.sampled = child.sampled or sample.processes > 0
-        if sample.uss_mb is not None:
+        if sample.uss_mb is not None and sample.processes:
             child.uss_mb, child.rss_at_uss = sample.uss_mb, sample.rss_mb
             child.next_uss_at = now + USS_EVERY_S
-        else:
+            child.uss_known = True
+        elif child.uss_known:
             child.uss_mb = max(0.0, child.uss_mb + sample.rss_mb - child.rss_at_uss)
             child.rss_at_uss = sample.rss_mb
+        else:
+            child.uss_mb = sample.rss_mb  # no reading yet: RSS bounds it from above
         child.uss_exact = sample.uss_mb is not None
         child.processes = sample.processes
-        child.peak_uss_mb = max(child.peak_uss_mb, child.uss_mb)
+        if child.uss_known:
+            child.peak_uss_mb = max(child.peak_uss_mb, child.uss_mb)
         child.peak_rss_mb = max(child.peak_rss_mb, sample.rss_mb)
 
     def _watch(self, now: float) -> None:
