@@ -5,8 +5,9 @@
 
 Prints, measured now on this box:
   - os.fork()+waitpid per second and a bare `python -c pass` per second (the floors);
-  - no-op jobs per second through `docsuper run --drain` (fork server and spawn), and
-    the ratios to those floors;
+  - no-op jobs per second through `docsuper run --drain`: the fork server with the
+    default preload (numpy, cv2, pymupdf), with nothing preloaded, and spawn; the
+    ratios to those floors;
   - the parent's RSS at start and after every 100 jobs;
   - claim → child running its first pass (median and p95) for the no-op pass, and,
     with --ocr, claim → first OCR page for a one-page scan.
@@ -46,10 +47,10 @@ def python_rate(n: int = 40) -> float:
 
 
 def drain(workdir: Path, jobs: int, concurrency: int, start_method: str, passes: str = "noop",
-          paths: list[str] | None = None) -> dict:
+          paths: list[str] | None = None, preload: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSUPER_")}
     env.pop("DATABASE_URL", None)
-    db = workdir / f"bench-{start_method}-{passes}.db"
+    db = workdir / f"bench-{start_method}-{passes}-{preload}.db"
     env.update({
         "DOCSUPER_QUEUE_URL": f"sqlite:///{db}",
         "DOCSUPER_CONFIG": str(workdir / "empty.toml"),
@@ -58,6 +59,8 @@ def drain(workdir: Path, jobs: int, concurrency: int, start_method: str, passes:
         "DOCSUPER_LOG_LEVEL": "info",
         "DOCSUPER_INPUTS_ALLOWED_ROOTS": str(workdir),
     })
+    if preload is not None:
+        env["DOCSUPER_WORKERS_PRELOAD"] = preload
     (workdir / "empty.toml").write_text("")
     cli = [sys.executable, "-m", "docsuper.supervisor.cli"]
     subprocess.run([*cli, "submit", "--passes", passes, "--count", str(jobs), *(paths or [])],
@@ -116,6 +119,8 @@ def main() -> None:
         forks = fork_rate()
         pythons = python_rate()
         fork_server = drain(workdir, args.jobs, args.concurrency, "forkserver")
+        # A preload that names only docsuper itself: no document libraries in the server.
+        bare = drain(workdir, args.jobs, args.concurrency, "forkserver", preload="docsuper")
         spawned = drain(workdir, max(100, args.jobs // 5), args.concurrency, "spawn")
         ocr = None
         if args.ocr:
@@ -126,6 +131,7 @@ def main() -> None:
     print(f"{'os.fork()+waitpid':<34}{forks:>12.0f}{1.0:>13.2f}{forks / pythons:>18.2f}")
     print(f"{'python -S -c pass':<34}{pythons:>12.0f}{pythons / forks:>13.3f}{1.0:>18.2f}")
     for name, r in (("forkserver (wall, incl. start-up)", fork_server), ("forkserver (steady state)", fork_server),
+                    ("forkserver, no preload (wall)", bare), ("forkserver, no preload (steady)", bare),
                     ("spawn (wall, incl. start-up)", spawned), ("spawn (steady state)", spawned)):
         rate = r["per_s_steady"] if "steady" in name else r["per_s_wall"]
         print(f"{name:<34}{rate:>12.0f}{rate / forks:>13.3f}{rate / pythons:>18.2f}")
@@ -137,8 +143,10 @@ def main() -> None:
     if 100 in marks and 500 in marks:
         print(f"parent RSS growth from job 100 to job 500: {marks[500] - marks[100]:+.2f} MB")
     print("\nclaim → child about to run its first pass")
-    for name, r in (("noop, forkserver", fork_server), ("noop, spawn", spawned)) + ((("ocr, forkserver", ocr),)
-                                                                                     if ocr else ()):
+    runs = [("noop, forkserver", fork_server), ("noop, no preload", bare), ("noop, spawn", spawned)]
+    if ocr:
+        runs.append(("ocr, forkserver", ocr))
+    for name, r in runs:
         print(f"  {name:<18} median {statistics.median(r['start_ms']):6.1f} ms   p95 {pct(r['start_ms'], 0.95):6.1f} ms")
     if ocr:
         fp = ocr["first_progress_ms"]
