@@ -41,6 +41,17 @@ def stdout_to_stderr() -> None:
     os.dup2(2, 1)
 
 
+# How native libraries report a failed allocation under RLIMIT_DATA (measured with
+# scripts/bench_limits.py): MuPDF, onnxruntime (std::bad_alloc), OpenCV.
+ALLOCATION_FAILURES = ("bad_alloc", "malloc (", "Insufficient memory", "Failed to allocate", "out of memory",
+                       "Cannot allocate memory")
+
+
+def _is_allocation_failure(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, MemoryError) or any(marker in text for marker in ALLOCATION_FAILURES)
+
+
 def _failure(outcome: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "failure", "outcome": outcome, "message": message}
     if exc is not None:
@@ -67,7 +78,8 @@ def run_job(spec: JobSpec, event_fd: int) -> int:
     except MemoryError as exc:
         ctx.emit(_failure("oom", f"MemoryError in pass {ctx.pass_name!r} under the kernel memory limit", exc))
     except BaseException as exc:  # a pass may raise anything, SystemExit included
-        ctx.emit(_failure("error", f"{type(exc).__name__} in pass {ctx.pass_name!r}: {exc}", exc))
+        outcome = "oom" if _is_allocation_failure(exc) else "error"
+        ctx.emit(_failure(outcome, f"{type(exc).__name__} in pass {ctx.pass_name!r}: {exc}", exc))
     finally:
         if ctx._workdir is not None:
             shutil.rmtree(ctx._workdir, ignore_errors=True)

@@ -294,3 +294,12 @@ def test_several_runs_submits_and_status_share_one_sqlite_file(env: Env):
     assert len(finished) == len(set(finished)) == 200
     with env.queue() as q:
         assert q.counts()["succeeded"] == 200
+
+
+def test_a_native_allocation_failure_under_the_kernel_limit_is_oom(env: Env):
+    # A pass that catches MemoryError and raises it as a library would ("malloc … failed").
+    env.set(DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    [job_id] = env.submit("fail", message="FzErrorSystem: code=2: malloc (8702320 bytes) failed")
+    env.drain()
+    _, [attempt] = only_attempt(env, job_id)
+    assert attempt.outcome == "oom" and "malloc" in attempt.error
