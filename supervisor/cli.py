@@ -116,7 +116,12 @@ def once(state: State, job_id: str) -> None:
     def show(child: Child, event: dict[str, Any]) -> None:
         kind = event.get("type")
         sample = child.tree.sample() if child.tree is not None else None
-        mem = f"rss {sample.rss_mb:6.1f} MB  uss {sample.uss_mb:6.1f} MB" if sample else ""
+        if sample is not None and sample.processes:
+            mem = f"rss {sample.rss_mb:6.1f} MB  uss {sample.uss_mb:6.1f} MB"
+        elif "rss_mb" in event:  # the child reported it, but has exited by now
+            mem = f"rss {event['rss_mb']:6.1f} MB"
+        else:
+            mem = ""
         if kind == "started":
             click.echo(f"started   pid {child.pid}  {mem}")
         elif kind == "progress":
