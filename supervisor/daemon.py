@@ -61,7 +61,7 @@ class Child:
     stop_message: str | None = None
     kill_at: float | None = None  # SIGKILL due after a SIGTERM
     start_latency_s: float | None = None  # claim → the child about to run its first pass
-    progress_latency_s: float | None = None  # claim → the first progress or page event
+    first_page_s: float | None = None  # claim → the first page result
     uss_known: bool = False  # False until the first USS reading; short jobs may never get one
     next_uss_at: float = 0.0
     rss_at_uss: float = 0.0
@@ -367,9 +367,9 @@ class Supervisor:
             child.start_latency_s = time.monotonic() - child.claimed_at
         elif kind == "progress":
             child.done, child.total = event.get("done"), event.get("total")
-        if kind in ("progress", "page") and child.progress_latency_s is None:
-            child.progress_latency_s = time.monotonic() - child.claimed_at
-        if kind == "page":
+        elif kind == "page":
+            if child.first_page_s is None:
+                child.first_page_s = time.monotonic() - child.claimed_at
             child.last_page = event["page"]
             job_id, pass_name, page, result = child.job.id, event["pass"], event["page"], event["result"]
             self.outbox.append(("record page", lambda: self.queue.record_page(
@@ -446,7 +446,7 @@ class Supervisor:
         record = {"job_id": child.job.id, "attempt": child.job.attempts, "outcome": end.outcome,
                   "peak_mb": end.peak_mb, "peak_rss_mb": end.peak_rss_mb,
                   "seconds": round(time.monotonic() - child.started_at, 3),
-                  "start_ms": _ms(child.start_latency_s), "first_progress_ms": _ms(child.progress_latency_s),
+                  "start_ms": _ms(child.start_latency_s), "first_page_ms": _ms(child.first_page_s),
                   "exit_code": end.exit_code, "signal": signal_name(end.signal) if end.signal else None,
                   "last_page": end.last_page, "error": end.error}
         self.finished.append(record)
