@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import psutil
@@ -67,7 +67,6 @@ class Child:
     rss_at_uss: float = 0.0
     uss_exact: bool = False
     processes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def describe_status(status: int) -> tuple[int | None, int | None]:

@@ -91,6 +91,11 @@ class ForkServerLauncher:
         message = self._receive(timeout=self.ready_timeout_s)
         if message.get("op") != "ready":
             raise LaunchError(f"fork server did not start: {message}")
+        if message.get("threads", 1) > 1:
+            self.stop()
+            culprits = [f"{name} ({why})" for name, why in message.get("failed", {}).items()]
+            raise LaunchError("the fork server would have to fork with threads running: remove "
+                              f"{', '.join(culprits) or 'the module that starts one'} from workers.preload")
         self.ready = message
         return message
 

@@ -303,3 +303,10 @@ def test_a_native_allocation_failure_under_the_kernel_limit_is_oom(env: Env):
     env.drain()
     _, [attempt] = only_attempt(env, job_id)
     assert attempt.outcome == "oom" and "malloc" in attempt.error
+
+
+def test_a_preload_that_starts_a_thread_is_refused_at_start(env: Env):
+    env.set(DOCSUPER_WORKERS_PRELOAD="numpy,onnxruntime")
+    result = env.cli("run", "--drain", check=False)
+    assert result.returncode == 1
+    assert "remove onnxruntime (started a thread at import" in result.stderr and "Traceback" not in result.stderr
