@@ -106,8 +106,24 @@ def run(ctx: PassContext) -> dict[str, Any]:
         "chars": chars,
         "kind": document.kind,
         "seconds": round(time.monotonic() - started, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS in MB (VmHWM).
+
+    Not getrusage's ru_maxrss: across fork and exec it keeps the parent's high-water
+    mark, so a child started by a big process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 def quiet_mupdf() -> None:

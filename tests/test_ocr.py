@@ -256,19 +256,23 @@ def test_importing_the_pass_starts_no_thread():
 # --- memory -------------------------------------------------------------------------------
 
 PEAK_CODE = """
-import json, os, resource, sys
+import json, os, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from tests.test_ocr import run_ocr
 summary, events = run_ocr({path!r}, Path({tmp!r}), dpi={dpi})
 pages = [e["result"] for e in events if e["type"] == "page"]
-print(json.dumps({{"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "pages": summary["pages_ocr"], "rss": [p["rss_mb"] for p in pages]}}))
+print(json.dumps({{"peak_mb": summary["peak_rss_mb"], "pages": summary["pages_ocr"],
+                  "rss": [p["rss_mb"] for p in pages]}}))
 """
 
 
 def measure_peak(path: Path, tmp_path: Path, dpi: int) -> dict[str, Any]:
-    """Run the pass in a fresh interpreter with the child's environment; its own peak RSS."""
+    """Run the pass in a fresh interpreter with the child's environment; its own peak RSS.
+
+    The peak is VmHWM (the pass's summary), not ru_maxrss: that one would carry this
+    pytest process's own high-water mark over into the child and hide any difference.
+    """
     from docsuper.supervisor.launcher import child_environment
 
     code = PEAK_CODE.format(root=str(ROOT), path=str(path), tmp=str(tmp_path), dpi=dpi)
@@ -295,3 +299,79 @@ def test_peak_memory_of_a_long_scan_is_that_of_one_page(tmp_path: Path):
     growth = many["peak_mb"] / single["peak_mb"] - 1
     assert growth <= 0.10, (f"peak {many['peak_mb']:.0f} MB over 100 pages against {single['peak_mb']:.0f} MB "
                             f"for one page; RSS after each page: {many['rss']}")
+
+
+# --- through the daemon ----------------------------------------------------------------------
+
+def test_bad_inputs_are_dead_after_one_attempt_through_the_daemon(env: Any):
+    """`docsuper run --drain` on every kind of bad document: invalid_input at once, no retry."""
+    root = env.root
+    whole = root / "whole.pdf"
+    docgen.scanned_pdf(whole, [1, 2], docgen.ScanStyle(dpi=72), lines=3)
+    expected = {
+        docgen.empty_file(root / "empty.pdf"): "empty file",
+        docgen.unsupported_file(root / "anim.gif"): "unsupported file type: GIF image",
+        docgen.corrupt_pdf(root / "corrupt.pdf"): "damaged PDF",
+        docgen.truncated_pdf(root / "cut.pdf", whole, 0.5): "damaged PDF",
+        docgen.encrypted_pdf(root / "locked.pdf"): "password-protected PDF",
+        docgen.big_file(root / "big.pdf", 1.2): "file too large",
+        docgen.many_pages_pdf(root / "many.pdf", 6): "too many pages: 6",
+        docgen.huge_page_pdf(root / "poster.pdf"): "page 1 at 300 dpi is too large",
+        docgen.png_bomb(root / "bomb.png"): "the image is too large: 100000×100000",
+        docgen.tiff_bomb(root / "bomb.tif"): "page 1 is too large: 50000×50000",
+        docgen.pdf_with_bomb_image(root / "bomb.pdf"): "an image on page 1 is too large",
+    }
+    env.set(DOCSUPER_INPUTS_MAX_FILE_MB="1", DOCSUPER_INPUTS_MAX_PAGES="5")
+    submitted = json.loads(env.cli("submit", *map(str, expected), "--passes", "ocr", "--json").stdout)
+    env.drain()
+    with env.queue() as q:
+        for item in submitted:
+            job = q.get(item["id"])
+            attempts = q.attempts(job.id)
+            want = expected[Path(item["source"])]
+            assert (job.status, job.attempts, job.last_outcome) == ("dead", 1, "invalid_input"), (item, job)
+            assert want in (job.last_error or ""), (want, job.last_error)
+            assert len(attempts) == 1 and attempts[0].traceback in (None, ""), attempts
+
+
+@pytest.mark.ocr
+@pytest.mark.slow
+def test_a_killed_job_resumes_at_its_first_missing_page_through_the_daemon(env: Any):
+    """Two text-layer pages, then a scan: with a cap too small for the OCR engine the first
+    attempt is killed on page 3; the retry, with room, reads only page 3."""
+    import pymupdf
+
+    path = env.root / "letter.pdf"
+    lines = [[f"Page {p} line {i}: referral letter for the clinic" for i in range(4)] for p in (1, 2)]
+    docgen.text_pdf(path, lines)
+    scan = docgen.scanned_page(91, docgen.ScanStyle(), lines=3)
+    doc = pymupdf.open(path)
+    page = doc.new_page(width=595, height=842)
+    page.insert_image(page.rect, stream=docgen.encode_jpeg(scan.image))
+    doc.saveIncr()
+    doc.close()
+
+    [item] = json.loads(env.cli("submit", str(path), "--passes", "ocr", "--max-attempts", "1", "--json").stdout)
+    env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="60")
+    env.drain()
+    with env.queue() as q:
+        job = q.get(item["id"])
+        first = q.attempts(job.id)
+        stored = q.pages(job.id, "ocr")
+    assert job.status == "dead" and job.last_outcome == "oom", (job.last_outcome, job.last_error)
+    assert [p for _, p, _ in stored] == [1, 2]
+
+    env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="450")
+    env.cli("retry", item["id"])
+    env.drain()
+    with env.queue() as q:
+        job = q.get(item["id"])
+        stored = q.pages(job.id, "ocr")
+    assert job.status == "succeeded", (job.last_outcome, job.last_error, first)
+    summary = job.result["ocr"]
+    assert (summary["resumed_pages"], summary["pages_ocr"], summary["pages"]) == (2, 1, 3)
+    assert [p for _, p, _ in stored] == [1, 2, 3]
+    text = env.cli("show", item["id"], "--text").stdout
+    pages = text.split("\f")
+    assert len(pages) == 3 and pages[0].startswith("Page 1 line 0")
+    assert docgen.cer(scan.text, pages[2]) <= CER_MAX
