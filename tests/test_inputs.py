@@ -167,6 +167,18 @@ def test_password_protected_pdf(tmp_path: Path):
     assert message.startswith("password-protected PDF")
 
 
+def test_a_pdf_with_only_an_owner_password_is_read(tmp_path: Path):
+    """Encrypted with an empty user password: anyone can open it, so it is not refused."""
+    import pymupdf
+
+    path = tmp_path / "owner.pdf"
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "printing restricted, reading allowed", fontname="helv")
+    doc.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="", owner_pw="owner")
+    doc.close()
+    assert inputs.validate(path, limits(tmp_path)).pages == 1
+
+
 def test_garbage_after_a_pdf_header(tmp_path: Path):
     message = refused(docgen.corrupt_pdf(tmp_path / "corrupt.pdf"), limits(tmp_path))
     assert message.startswith("damaged PDF: cannot be opened")
