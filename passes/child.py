@@ -52,8 +52,20 @@ def _is_allocation_failure(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or any(marker in text for marker in ALLOCATION_FAILURES)
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: across fork it keeps the fork server's."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def _failure(outcome: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "failure", "outcome": outcome, "message": message}
+    event: dict[str, Any] = {"type": "failure", "outcome": outcome, "message": message, "peak_rss_mb": peak_rss_mb()}
     if exc is not None:
         event["traceback"] = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL_CHARS:]
     return event
@@ -69,7 +81,7 @@ def run_job(spec: JobSpec, event_fd: int) -> int:
         for name in spec.passes:
             ctx.pass_name = name
             ctx.results[name] = find_pass(name)(ctx) or {}
-        ctx.emit({"type": "result", "summary": ctx.results})
+        ctx.emit({"type": "result", "summary": ctx.results, "peak_rss_mb": peak_rss_mb()})
         return 0
     except InvalidInput as exc:
         ctx.emit(_failure("invalid_input", str(exc)))

@@ -5,7 +5,7 @@ and talks to it over a SOCK_SEQPACKET socket:
 
     supervisor → {"op": "start", "limits": {...}} + fds [event pipe, spec memfd]
     server     → {"op": "started", "job_id": J, "pid": N}  or  {"op": "refused", "job_id": J, "message": "..."}
-    server     → {"op": "exited", "pid": N, "status": S, "maxrss_kb": K}   whenever a job child is reaped
+    server     → {"op": "exited", "pid": N, "status": S}   whenever a job child is reaped
     server     → {"op": "ready", ...}                       once, after preloading
 
 Why a separate process: the supervisor runs threads (queue drivers, HTTP) and must
@@ -90,7 +90,7 @@ class ForkServer:
     def reap(self) -> None:
         while True:
             try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -104,7 +104,7 @@ class ForkServer:
                 except OSError:
                     pass
                 kill_orphans_of(job_id)
-                self.send({"op": "exited", "pid": pid, "status": status, "maxrss_kb": usage.ru_maxrss})
+                self.send({"op": "exited", "pid": pid, "status": status})
             # Other pids are orphans a job left behind, reparented to us: reaping is all they need.
 
     def start_job(self, message: dict[str, Any], fds: list[int]) -> None:

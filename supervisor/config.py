@@ -62,7 +62,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shutdown_grace_s": Key(float, 25.0, min=0.0, max=3600, help="how long running jobs may finish after SIGTERM"),
         "start_method": Key(str, "forkserver", choices=("forkserver", "spawn"),
                             help="forkserver: fork from a preloaded zygote; spawn: fresh interpreter per job"),
-        "preload": Key(list, ["numpy", "cv2", "pymupdf"],
+        "preload": Key(list, ["numpy", "cv2", "pymupdf", "docsuper.passes.ocr"],
                        help="modules the fork server imports once; each must start no thread"),
     },
     "memory": {

@@ -37,7 +37,7 @@ from .watchdog import ProcessTree
 
 OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of memory
 USS_EVERY_S = 0.5  # smaps_rollup costs milliseconds per process; RSS is read every tick
-FIRST_USS_AFTER_S = 0.2  # most short jobs end before it: their peak is the RSS the kernel reports
+FIRST_USS_AFTER_S = 0.2  # most short jobs end before it: their peak is the RSS the child reports
 
 
 @dataclass
@@ -379,6 +379,8 @@ class Supervisor:
             child.failure = event
         elif kind == "protocol_error":
             self.log.warning("protocol_error", job_id=child.job.id, message=event.get("message"))
+        if kind in ("result", "failure") and event.get("peak_rss_mb"):
+            child.peak_rss_mb = max(child.peak_rss_mb, event["peak_rss_mb"])
         if self.on_event is not None:
             self.on_event(child, event)
 
@@ -396,10 +398,9 @@ class Supervisor:
         for job_id, why in reports.refused:
             if job_id in self.children:
                 self._finish(self.children[job_id], None, f"the fork server refused to start it: {why}")
-        for pid, status, maxrss_mb in reports.exited:
+        for pid, status in reports.exited:
             child = self.by_pid.pop(pid, None)
             if child is not None:
-                child.peak_rss_mb = max(child.peak_rss_mb, maxrss_mb)
                 self._finish(child, status)
 
     def _classify(self, child: Child, status: int | None, lost_reason: str | None) -> AttemptEnd:

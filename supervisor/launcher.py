@@ -27,6 +27,8 @@ from .protocol import JobSpec
 CHILD_ENVIRONMENT = {
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_MMAP_THRESHOLD_": "4194304",
+    # Setting the mmap threshold freezes the trim threshold at 128 KB otherwise (docs/ocr.md).
+    "MALLOC_TRIM_THRESHOLD_": "33554432",
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -41,12 +43,12 @@ class LaunchError(Exception):
 @dataclass
 class Reports:
     started: list[tuple[str, int]] = field(default_factory=list)  # (job id, pid)
-    exited: list[tuple[int, int, float]] = field(default_factory=list)  # (pid, wait status, peak RSS MB)
+    exited: list[tuple[int, int]] = field(default_factory=list)  # (pid, wait status)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (job id, why)
 
 
-def _exit_of(message: dict[str, Any]) -> tuple[int, int, float]:
-    return message["pid"], message["status"], message.get("maxrss_kb", 0) / 1024
+def _exit_of(message: dict[str, Any]) -> tuple[int, int]:
+    return message["pid"], message["status"]
 
 
 def child_environment() -> dict[str, str]:
@@ -216,7 +218,7 @@ class SpawnLauncher:
         reports = Reports()
         while True:
             try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
@@ -230,7 +232,7 @@ class SpawnLauncher:
                 except OSError:
                     pass
                 kill_orphans_of(job_id)
-                reports.exited.append((pid, status, usage.ru_maxrss / 1024))
+                reports.exited.append((pid, status))
         return reports
 
     def stop(self) -> None:

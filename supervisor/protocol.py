@@ -6,7 +6,7 @@ JSON object per line, and exits:
     {"type": "started", "t": …}                      the first pass is about to run
     {"type": "progress", "pass": "ocr", "done": 3, "total": 10, "rss_mb": 212.5}
     {"type": "page", "pass": "ocr", "page": 3, "result": {…}}   stored at once by the parent
-    {"type": "result", "summary": {…}}               success; the child then exits 0
+    {"type": "result", "summary": {…}, "peak_rss_mb": …}   success; the child then exits 0
     {"type": "failure", "outcome": "error" | "invalid_input" | "oom",
      "message": "…", "traceback": "…"}               the child then exits 1
 
