@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-from docsuper.supervisor.procs import kill_orphans_of
+from docsuper.supervisor.procs import reap_jobs
 
 from . import child
 
@@ -88,24 +88,8 @@ class ForkServer:
         os._exit(0)
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid in self.jobs:
-                job_id = self.jobs.pop(pid)
-                # Whatever the job left in its group goes too; we reap before reporting,
-                # so no new child can have been given this pid as its group id.
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                kill_orphans_of(job_id)
-                self.send({"op": "exited", "pid": pid, "status": status})
-            # Other pids are orphans a job left behind, reparented to us: reaping is all they need.
+        for pid, status in reap_jobs(self.jobs):
+            self.send({"op": "exited", "pid": pid, "status": status})
 
     def start_job(self, message: dict[str, Any], fds: list[int]) -> None:
         event_fd, spec_fd = fds

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .procs import PR_SET_CHILD_SUBREAPER, kill_orphans_of, prctl
+from .procs import PR_SET_CHILD_SUBREAPER, prctl, reap_jobs
 from .protocol import JobSpec
 
 # glibc and the numeric libraries read these when a process starts, so they must be
@@ -171,7 +171,8 @@ class SpawnLauncher:
     name = "spawn"
 
     def __init__(self) -> None:
-        self._children: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+        self._jobs: dict[int, str] = {}  # pid -> job id
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ready: dict[str, Any] = {}
 
@@ -206,7 +207,8 @@ class SpawnLauncher:
         finally:
             os.close(write_fd)
             os.close(spec_fd)
-        self._children[process.pid] = (spec.job_id, process)
+        self._jobs[process.pid] = spec.job_id
+        self._processes[process.pid] = process
         return process.pid, read_fd
 
     def poll(self) -> Reports:
@@ -215,28 +217,13 @@ class SpawnLauncher:
                 pass
         except BlockingIOError:
             pass
-        reports = Reports()
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            entry = self._children.pop(pid, None)
-            if entry is not None:
-                job_id, process = entry
-                process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                kill_orphans_of(job_id)
-                reports.exited.append((pid, status))
+        reports = Reports(exited=reap_jobs(self._jobs))
+        for pid, status in reports.exited:
+            self._processes.pop(pid).returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         return reports
 
     def stop(self) -> None:
-        for pid in list(self._children):
+        for pid in list(self._jobs):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:

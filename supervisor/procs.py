@@ -66,3 +66,31 @@ def kill_orphans_of(job_id: str) -> list[int]:
             except OSError:
                 continue
     return killed
+
+
+def reap_jobs(jobs: dict[int, str]) -> list[tuple[int, int]]:
+    """Reap every exited child of this process (a subreaper); for each job child among
+    them (`jobs`: pid -> job id, updated), kill what the job left behind.
+
+    Returns (pid, wait status) of the job children. Other children are orphans a job
+    left and that were reparented here: reaping is all they need. Their group is
+    killed right after the reap and before anyone is told, so no new child can have
+    been given this pid as its group id yet."""
+    reaped = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        job_id = jobs.pop(pid, None)
+        if job_id is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        kill_orphans_of(job_id)
+        reaped.append((pid, status))
+    return reaped
