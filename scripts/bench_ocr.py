@@ -24,9 +24,8 @@ Measured:
 4. With --ablation: the long PDF's first pages without MuPDF's store_shrink and
    without malloc_trim, to show what each is for.
 
-Through-the-daemon throughput (pages/s of `docsuper run --drain` over a 30-page corpus
-at concurrency 2, against the best in-process loop) belongs to `daemon_throughput()`
-below; the in-process half is `inprocess_throughput()`.
+`--throughput` prints only pages/s of `docsuper run --drain` over a 30-page corpus at
+concurrency 2 against the best in-process loop over the same pages, and their ratio.
 """
 
 from __future__ import annotations
@@ -356,14 +355,50 @@ def inprocess_throughput(corpus_pdf: Path, processes: int = 2) -> float:
     return pages / (time.time() - t0)
 
 
-def daemon_throughput(corpus: list[Path], concurrency: int = 2) -> float | None:
-    """Pages/s through `docsuper run --drain` over `corpus` at `concurrency`.
+def daemon_throughput(corpus: list[Path], concurrency: int = 2) -> float:
+    """Pages/s through `docsuper run --drain` over `corpus` (one job per file) at `concurrency`,
+    on a fresh SQLite queue: every job a fresh child that starts its own OCR engine."""
+    work = Path(tempfile.mkdtemp(prefix="bench-ocr-daemon-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSUPER_")}
+    env.pop("DATABASE_URL", None)
+    (work / "none.toml").write_text("")
+    env.update({"DOCSUPER_CONFIG": str(work / "none.toml"), "DOCSUPER_QUEUE_URL": f"sqlite:///{work / 'q.db'}",
+                "WORKER_CONCURRENCY": str(concurrency), "DOCSUPER_LOG_LEVEL": "warning",
+                "DOCSUPER_INPUTS_ALLOWED_ROOTS": str(corpus[0].parent)})
+    cli = [sys.executable, "-m", "docsuper.supervisor.cli"]
+    subprocess.run([*cli, "submit", *map(str, corpus)], env=env, check=True, capture_output=True)
+    t0 = time.time()
+    subprocess.run([*cli, "run", "--drain"], env=env, check=True, capture_output=True)
+    elapsed = time.time() - t0
+    listing = json.loads(subprocess.run([*cli, "list", "--json", "--limit", "1000"], env=env, check=True,
+                                        capture_output=True, text=True).stdout)
+    if any(job["status"] != "succeeded" for job in listing):
+        raise RuntimeError(f"daemon run left jobs unfinished: {[j['last_error'] for j in listing]}")
+    pages = sum(job["result"]["ocr"]["pages"] for job in listing)
+    return pages / elapsed
 
-    To be written with the supervisor (issue 4, "Figures to report"): submit one job per
-    file to a fresh SQLite queue, time `docsuper run --drain` with WORKER_CONCURRENCY,
-    count pages from the jobs' results, and print the ratio to inprocess_throughput().
-    """
-    return None
+
+def throughput_table(directory: Path, pages: int = 30, per_job: int = 3, concurrency: int = 2) -> None:
+    """The daemon against the best in-process loop, in one run, over the same pages."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_samples import scan_of
+
+    lines = [[f"Page {p} line {i}: the quick brown fox jumps over the lazy dog {p * i}" for i in range(30)]
+             for p in range(pages)]
+    jobs = []
+    for start in range(0, pages, per_job):
+        path = directory / f"corpus-{start:03d}.pdf"
+        scan_of(lines[start:start + per_job], dpi=300).save(path)
+        jobs.append(path)
+    half = directory / "corpus-half.pdf"
+    scan_of(lines[:pages // concurrency], dpi=300).save(half)
+    daemon = daemon_throughput(jobs, concurrency)
+    inprocess = inprocess_throughput(half, processes=concurrency)
+    print(f"\n{pages} scanned A4 pages at 300 dpi, concurrency {concurrency}")
+    print(f"{'':<58}{'pages/s':>8}{'ratio':>8}")
+    print(f"{'best in-process loop (' + str(concurrency) + ' processes, one engine each)':<58}{inprocess:>8.2f}{1:>8.2f}")
+    print(f"{'docsuper run --drain (' + str(len(jobs)) + ' jobs of ' + str(per_job) + ' pages, fresh child each)':<58}"
+          f"{daemon:>8.2f}{daemon / inprocess:>8.2f}")
 
 
 # --- report -----------------------------------------------------------------------------
@@ -397,6 +432,8 @@ def main() -> None:
     parser.add_argument("--start-runs", type=int, default=3, help="children started per start method")
     parser.add_argument("--keep", type=Path, help="generate the documents here and keep them")
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
+    parser.add_argument("--throughput", action="store_true",
+                        help="only: pages/s through `docsuper run --drain` against the in-process loop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--start-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--zygote", action="store_true", help=argparse.SUPPRESS)
@@ -410,6 +447,11 @@ def main() -> None:
         return
     if args.zygote:
         zygote_main()
+        return
+
+    if args.throughput:
+        with tempfile.TemporaryDirectory(prefix="bench-ocr-throughput-") as tmp:
+            throughput_table(Path(tmp))
         return
 
     began = time.time()
