@@ -304,8 +304,11 @@ def test_a_native_allocation_failure_under_the_kernel_limit_is_oom(env: Env):
     assert attempt.outcome == "oom" and "malloc" in attempt.error
 
 
-def test_a_preload_that_starts_a_thread_is_refused_at_start(env: Env):
-    env.set(DOCSUPER_WORKERS_PRELOAD="numpy,onnxruntime")
+def test_a_preload_that_starts_a_thread_is_refused_at_start(env: Env, tmp_path: Path):
+    # Like `import onnxruntime`, whose native thread may start a moment after the import.
+    (tmp_path / "threaded_lib.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    env.set(DOCSUPER_WORKERS_PRELOAD="numpy,threaded_lib", PYTHONPATH=str(tmp_path))
     result = env.cli("run", "--drain", check=False)
     assert result.returncode == 1
-    assert "remove onnxruntime (started a thread at import" in result.stderr and "Traceback" not in result.stderr
+    assert "remove threaded_lib (started a thread at import" in result.stderr and "Traceback" not in result.stderr
