@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -58,7 +59,6 @@ class State:
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn queue errors raised inside a command into one-line failures."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -200,8 +200,10 @@ class Supervisor:
                           rss_mb=round(_own_rss_mb(), 2))
 
     def _serve_http(self) -> None:
-        details = lambda: {"worker": self.worker_id, "children": len(self.children),  # noqa: E731
-                           "stopping": self.stopping, "outbox": len(self.outbox), "jobs": self.jobs_done}
+        def details() -> dict[str, Any]:
+            return {"worker": self.worker_id, "children": len(self.children), "stopping": self.stopping,
+                    "outbox": len(self.outbox), "jobs": self.jobs_done}
+
         stall_s = max(30.0, 2 * self.cfg.queue.heartbeat_s)
         try:
             self.http = HealthServer(self.cfg.http.host, self.cfg.http.port, self.metrics,
