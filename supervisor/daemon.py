@@ -502,7 +502,7 @@ class Supervisor:
         sample = child.tree.sample(uss=precise)
         if sample.uss_mb is None and sample.rss_mb > cap:
             sample = child.tree.sample(uss=True)
-        if sample.uss_mb is not None and sample.processes:
+        if sample.uss_mb:  # a zombie (exited, not yet reaped) reads as 0: no reading
             child.uss_mb, child.rss_at_uss = sample.uss_mb, sample.rss_mb
             child.next_uss_at = now + USS_EVERY_S
             child.uss_known = True
@@ -553,7 +553,7 @@ class Supervisor:
     def _heartbeat(self, now: float) -> None:
         self.next_heartbeat = now + self.cfg.queue.heartbeat_s
         self.metrics.parent_rss_mb.set(_own_rss_mb())
-        progress = {c.job.id: (c.done, c.total, round(c.peak_uss_mb, 1))
+        progress = {c.job.id: (c.done, c.total, round(c.peak_uss_mb, 1) if c.uss_known else None)
                     for c in self.children.values() if c.stop_outcome is None}
         try:
             to_stop = self.queue.heartbeat(self.worker_id, progress, self.cfg.queue.lease_s)

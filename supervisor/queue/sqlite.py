@@ -328,9 +328,10 @@ class SQLiteQueue(Queue):
         with self._write() as db:
             db.executemany(
                 "UPDATE jobs SET lease_expires_at = ?, progress_done = coalesce(?, progress_done),"
-                " progress_total = coalesce(?, progress_total), peak_mb = max(coalesce(peak_mb, 0), coalesce(?, 0))"
+                " progress_total = coalesce(?, progress_total),"
+                " peak_mb = CASE WHEN ? IS NULL THEN peak_mb ELSE max(coalesce(peak_mb, 0), ?) END"
                 " WHERE id = ? AND lease_owner = ? AND status = 'running'",
-                [(now + lease_s, done, total, peak, job_id, worker_id)
+                [(now + lease_s, done, total, peak, peak, job_id, worker_id)
                  for job_id, (done, total, peak) in progress.items()],
             )
             marks = ",".join("?" * len(progress))
