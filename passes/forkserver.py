@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-from docsuper.supervisor.procs import reap_jobs
+from docsuper.supervisor.procs import drain_pipe, reap_jobs
 
 from . import child
 
@@ -141,11 +141,7 @@ class ForkServer:
         while True:
             readable, _, _ = select.select([self.sock, self.wake_r], [], [])
             if self.wake_r in readable:
-                try:
-                    while os.read(self.wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
+                drain_pipe(self.wake_r)
                 self.reap()
             if self.sock in readable:
                 data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)

@@ -31,6 +31,7 @@ from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .launcher import LaunchError, make_launcher
 from .logs import Logger
+from .procs import drain_pipe
 from .protocol import EventReader, JobSpec
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
 from .watchdog import ProcessTree
@@ -237,11 +238,7 @@ class Supervisor:
         except InterruptedError:
             return
         if self._wake_r in readable:
-            try:
-                while os.read(self._wake_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
+            drain_pipe(self._wake_r)
         if listen_fd is not None and listen_fd in readable:
             self.queue.consume_wakeups()  # never raises; must not wait behind the outbox or the loop spins
             self.claim_wanted = True

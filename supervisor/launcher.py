@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .procs import PR_SET_CHILD_SUBREAPER, prctl, reap_jobs
+from .procs import PR_SET_CHILD_SUBREAPER, drain_pipe, prctl, reap_jobs
 from .protocol import JobSpec
 
 # glibc and the numeric libraries read these when a process starts, so they must be
@@ -212,11 +212,7 @@ class SpawnLauncher:
         return process.pid, read_fd
 
     def poll(self) -> Reports:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
+        drain_pipe(self._wake_r)
         reports = Reports(exited=reap_jobs(self._jobs))
         for pid, status in reports.exited:
             self._processes.pop(pid).returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen

@@ -38,6 +38,15 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def drain_pipe(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe (signal wake-ups, SIGCHLD notes)."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def environ_value(pid: int, name: str) -> str | None:
     """One variable from the environment a process started with, or None."""
     try:
