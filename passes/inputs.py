@@ -31,10 +31,10 @@ import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
-from docsuper.supervisor.config import SCHEMA
+from docsuper.supervisor.config import InputsConfig, OcrConfig
 
 from .api import InvalidInput, PassContext
 
@@ -75,22 +75,21 @@ class Limits:
     bearer_token_header: str
 
     @classmethod
-    def from_config(cls, config: dict[str, dict[str, Any]]) -> "Limits":
-        """From a job's config dict; keys it lacks take the SCHEMA defaults."""
-        def get(section: str, key: str) -> Any:
-            return config.get(section, {}).get(key, SCHEMA[section][key].default)
-
+    def from_config(cls, config: Mapping[str, Mapping[str, Any]]) -> Limits:
+        """From a job's config sections (plain values): the typed sections check them and fill in defaults."""
+        section = InputsConfig.from_mapping(config.get("inputs", {}))
+        dpi = OcrConfig.from_mapping(config.get("ocr", {})).dpi
         return cls(
-            max_file_bytes=int(float(get("inputs", "max_file_mb")) * 1024 * 1024),
-            max_pages=int(get("inputs", "max_pages")),
-            max_page_pixels=int(get("inputs", "max_page_pixels")),
-            dpi=int(get("ocr", "dpi")),
-            allowed_roots=tuple(get("inputs", "allowed_roots")),
-            connect_timeout_s=float(get("inputs", "connect_timeout_s")),
-            read_timeout_s=float(get("inputs", "read_timeout_s")),
-            bearer_token_env=str(get("inputs", "bearer_token_env")),
-            bearer_token_hosts=tuple(h.lower() for h in get("inputs", "bearer_token_hosts")),
-            bearer_token_header=str(get("inputs", "bearer_token_header")),
+            max_file_bytes=int(section.max_file_mb * 1024 * 1024),
+            max_pages=section.max_pages,
+            max_page_pixels=section.max_page_pixels,
+            dpi=dpi,
+            allowed_roots=section.allowed_roots,
+            connect_timeout_s=section.connect_timeout_s,
+            read_timeout_s=section.read_timeout_s,
+            bearer_token_env=section.bearer_token_env,
+            bearer_token_hosts=tuple(h.lower() for h in section.bearer_token_hosts),
+            bearer_token_header=section.bearer_token_header,
         )
 
 

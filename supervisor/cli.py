@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn, Sequence
 
 import click
 
@@ -20,15 +20,48 @@ from .queue.base import JOB_STATES, Job, JobNotFound, NewJob, Queue, QueueError,
 EXIT_USAGE = 2
 
 
-class Failure(click.ClickException):
-    """An operator-facing error: printed as one line, exit 1 (or the code given)."""
+class Failure(Exception):
+    """An operator-facing error: one line on stderr, exit 1 (or the code given: 2 for usage and configuration)."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
+        self.message = message
         self.exit_code = exit_code
 
-    def show(self, file: Any = None) -> None:
-        click.echo(f"docsuper: {self.message}", err=True)
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class DocsuperGroup(click.Group):
+    """click's group, with every error as one line: click's own usage errors (four lines and a
+    blank by default) included, and nothing ever as a traceback."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Failure as exc:
+            _fail(exc.message, exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "docsuper"
+            _fail(f"{_one_line(exc.format_message())} (see {where} --help)", EXIT_USAGE, prefix=where)
+        except click.ClickException as exc:
+            _fail(_one_line(exc.format_message()), exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        except BrokenPipeError:
+            # The reader went away (`docsuper list | head`): nothing more to say, and nowhere to say it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int, prefix: str = "docsuper") -> NoReturn:
+    click.echo(f"{prefix}: {_one_line(message)}", err=True)
+    sys.exit(code)
 
 
 class State:
@@ -72,7 +105,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group()
+@click.group(cls=DocsuperGroup)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="config.toml to read (default: $DOCSUPER_CONFIG, else ./config.toml, else built-in defaults)")
 @click.version_option(__version__, prog_name="docsuper")

@@ -1,27 +1,34 @@
 """Configuration: `config.toml`, overridden key by key from the environment.
 
-Every key is declared once in SCHEMA with its type, bounds and default. A value
-from the file or the environment that does not fit gives one ConfigError naming
-the key, where it came from and what is wrong; the CLI prints it and exits 2.
+Every key is declared once, as a field of its section's frozen dataclass below,
+with its type, default, bounds and help (`setting(...)`); `SCHEMA` is derived
+from those declarations and nothing else fills in defaults. A value from the
+file or the environment that does not fit gives one ConfigError naming the key,
+where it came from and what is wrong; the CLI prints it and exits 2.
 
 Environment names: DOCSUPER_<SECTION>_<KEY> (for example
 DOCSUPER_MEMORY_JOB_LIMIT_MB=400), plus the names deployments already set:
 WORKER_CONCURRENCY, DATABASE_URL and PORT.
+
+The child gets plain dicts of the sections its passes use (JSON in the job
+spec) and turns them back into the same typed sections with
+`InputsConfig.from_mapping(...)`, `OcrConfig.from_mapping(...)`.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import sys
-from dataclasses import dataclass
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+# A config file is a few kilobytes; reading stops here so `--config /dev/zero` cannot hang or eat memory.
+MAX_CONFIG_BYTES = 1 << 20
+# A lease must survive two missed heartbeats (a slow query, a GC pause) before the job is reclaimed as lost.
+MIN_HEARTBEATS_PER_LEASE = 3
 
 
 class ConfigError(Exception):
@@ -30,7 +37,9 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Key:
-    kind: type  # int, float, str, bool or list (of str)
+    """One key's rules: what SCHEMA holds for every `section.key`."""
+
+    kind: type  # int, float, str, bool or tuple (of str)
     default: Any
     min: float | None = None
     max: float | None = None
@@ -39,78 +48,172 @@ class Key:
     help: str = ""
 
 
+@dataclass(frozen=True)
+class _Rules:
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...] | None
+    check: Callable[[Any], str | None] | None
+    help: str
+
+
+def setting(default: Any, *, min: float | None = None, max: float | None = None,
+            choices: tuple[str, ...] | None = None, check: Callable[[Any], str | None] | None = None,
+            help: str = "") -> Any:
+    """A section's field: its default and the rules a value must meet (its type is the annotation)."""
+    return field(default=default, metadata={"rules": _Rules(min, max, choices, check, help)})
+
+
+S = TypeVar("S", bound="Section")
+
+
+class Section:
+    """Base of the sections below: one frozen dataclass per `[section]` of config.toml."""
+
+    section: ClassVar[str]
+
+    @classmethod
+    def keys(cls) -> dict[str, Key]:
+        """This section's keys and their rules, from the dataclass fields."""
+        hints = typing.get_type_hints(cls)
+        keys = {}
+        for f in fields(cls):  # type: ignore[arg-type]  # every subclass is a dataclass
+            rules: _Rules = f.metadata["rules"]
+            kind = typing.get_origin(hints[f.name]) or hints[f.name]
+            keys[f.name] = Key(kind, f.default, rules.min, rules.max, rules.choices, rules.check, rules.help)
+        return keys
+
+    @classmethod
+    def from_mapping(cls: type[S], values: Mapping[str, Any], origin: str = "job spec") -> S:
+        """The section from plain values (a job spec's copy, a test's dict): missing keys take
+        their defaults, every value given is checked like one from config.toml."""
+        keys = SCHEMA[cls.section]
+        converted = {}
+        for name, raw in values.items():
+            if name not in keys:
+                raise ConfigError(f"{cls.section}.{name} (from {origin}): unknown key")
+            converted[name] = _convert(cls.section, name, keys[name], raw, origin)
+        return cls(**converted)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON values (lists for tuples), for the job spec and `docsuper config --json`."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in fields(self)}  # type: ignore[arg-type]
+
+
+# --- checks of single values ---------------------------------------------------------
+
 def _url_check(value: str) -> str | None:
-    if value.startswith(("sqlite:", "postgresql://", "postgres://")):
+    if value.startswith(("sqlite:///", "postgresql://", "postgres://")):
         return None
     return "must start with sqlite:/// or postgresql://"
 
 
-SCHEMA: dict[str, dict[str, Key]] = {
-    "queue": {
-        "url": Key(str, "sqlite:///docsuper.db", check=_url_check,
-                   help="sqlite:///PATH (embedded default) or postgresql://… (DATABASE_URL)"),
-        "schema": Key(str, "docsuper", help="PostgreSQL schema holding docsuper's tables"),
-        "poll_interval_s": Key(float, 5.0, min=0.05, max=3600, help="idle poll when no NOTIFY arrives"),
-        "lease_s": Key(float, 60.0, min=0.5, max=86400, help="a claimed job is reclaimed this long after its last heartbeat"),
-        "heartbeat_s": Key(float, 15.0, min=0.1, max=3600, help="how often leases and progress are renewed"),
-        "listen": Key(bool, True, help="use LISTEN/NOTIFY on PostgreSQL (off behind a transaction-mode pooler)"),
-    },
-    "workers": {
-        "concurrency": Key(int, 5, min=1, max=64, help="children at most (WORKER_CONCURRENCY)"),
-        "job_timeout_s": Key(float, 1800.0, min=0.1, max=7 * 86400, help="wall-clock limit of one attempt"),
-        "term_grace_s": Key(float, 3.0, min=0.0, max=600, help="SIGTERM to SIGKILL grace when stopping a child"),
-        "shutdown_grace_s": Key(float, 25.0, min=0.0, max=3600, help="how long running jobs may finish after SIGTERM"),
-        "start_method": Key(str, "forkserver", choices=("forkserver", "spawn"),
-                            help="forkserver: fork from a preloaded zygote; spawn: fresh interpreter per job"),
-        "preload": Key(list, ["numpy", "cv2", "pymupdf", "docsuper.passes.ocr"],
-                       help="modules the fork server imports once; each must start no thread"),
-    },
-    "memory": {
-        "job_limit_mb": Key(int, 450, min=16, max=1 << 20, help="a job's tree is killed above this (USS)"),
-        "kernel_limit_mb": Key(int, 0, min=0, max=1 << 20,
-                               help="RLIMIT_DATA of a child; 0 = job_limit_mb + kernel_headroom_mb"),
-        "kernel_headroom_mb": Key(int, 100, min=0, max=1 << 20),
-        "watchdog_interval_ms": Key(int, 100, min=10, max=5000, help="how often every child tree is sampled"),
-        "box_budget_mb": Key(int, 0, min=0, max=1 << 24,
-                             help="memory all children may use together; 0 = from the cgroup limit or RAM"),
-        "reserve_mb": Key(int, 80, min=0, max=1 << 20, help="kept free for the parent and the fork server"),
-    },
-    "retry": {
-        "max_attempts": Key(int, 3, min=1, max=100),
-        "backoff_base_s": Key(float, 5.0, min=0.0, max=86400, help="delay after the first failure; doubles each time"),
-        "backoff_max_s": Key(float, 600.0, min=0.0, max=7 * 86400),
-        "jitter": Key(float, 0.2, min=0.0, max=1.0, help="random fraction added to each delay"),
-    },
-    "inputs": {
-        "allowed_roots": Key(list, [], help="local paths must lie under one of these (empty: the working directory)"),
-        "max_file_mb": Key(float, 100.0, min=0.001, max=1 << 20),
-        "max_pages": Key(int, 1000, min=1, max=1 << 20),
-        "max_page_pixels": Key(int, 60_000_000, min=1, max=1 << 40, help="largest page or image, in pixels"),
-        "connect_timeout_s": Key(float, 10.0, min=0.1, max=600),
-        "read_timeout_s": Key(float, 60.0, min=0.1, max=3600),
-        "bearer_token_env": Key(str, "", help="environment variable holding a bearer token for http(s) sources"),
-        "bearer_token_hosts": Key(list, [], help="hosts the token is sent to (empty: every http(s) source host)"),
-        "bearer_token_header": Key(str, "authorization", choices=("authorization", "apikey", "both"),
-                                   help="Authorization: Bearer, Supabase's apikey header, or both"),
-    },
-    "ocr": {
-        "dpi": Key(int, 300, min=36, max=1200),
-        "max_render_pixels": Key(int, 9_000_000, min=10_000, max=1 << 32, help="a page is rendered within this budget"),
-        "det_max_side": Key(int, 800, min=64, max=10_000, help="detector input limited to this side"),
-        "use_angle_cls": Key(bool, False),
-        "rec_batch": Key(int, 1, min=1, max=64),
-        "threads": Key(int, 1, min=1, max=64),
-        "text_layer_min_chars": Key(int, 16, min=0, max=1 << 20, help="a page with this much text is not OCRed"),
-    },
-    "log": {
-        "level": Key(str, "info", choices=("debug", "info", "warning", "error")),
-        "format": Key(str, "json", choices=("json", "text")),
-    },
-    "http": {
-        "port": Key(int, 0, min=0, max=65535, help="/healthz and /metrics on this port (PORT); 0 = off"),
-        "host": Key(str, "0.0.0.0"),
-    },
-}
+def _identifier_check(value: str) -> str | None:
+    if value and len(value) <= 63 and (value[0].isalpha() or value[0] == "_") and value.isascii() \
+            and all(c.isalnum() or c == "_" for c in value):
+        return None
+    return "must be a plain SQL name (letters, digits and _, at most 63, not starting with a digit)"
+
+
+# --- the sections ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueConfig(Section):
+    section: ClassVar[str] = "queue"
+    url: str = setting("sqlite:///docsuper.db", check=_url_check,
+                       help="sqlite:///PATH (embedded default) or postgresql://… (DATABASE_URL)")
+    schema: str = setting("docsuper", check=_identifier_check, help="PostgreSQL schema holding docsuper's tables")
+    poll_interval_s: float = setting(5.0, min=0.05, max=3600, help="idle poll when no NOTIFY arrives")
+    lease_s: float = setting(60.0, min=0.5, max=86400,
+                             help="a claimed job is reclaimed this long after its last heartbeat "
+                                  f"(at least {MIN_HEARTBEATS_PER_LEASE} heartbeats)")
+    heartbeat_s: float = setting(15.0, min=0.1, max=3600, help="how often leases and progress are renewed")
+    listen: bool = setting(True, help="use LISTEN/NOTIFY on PostgreSQL (off behind a transaction-mode pooler)")
+
+
+@dataclass(frozen=True)
+class WorkersConfig(Section):
+    section: ClassVar[str] = "workers"
+    concurrency: int = setting(5, min=1, max=64, help="children at most (WORKER_CONCURRENCY)")
+    job_timeout_s: float = setting(1800.0, min=0.1, max=7 * 86400, help="wall-clock limit of one attempt")
+    term_grace_s: float = setting(3.0, min=0.0, max=600, help="SIGTERM to SIGKILL grace when stopping a child")
+    shutdown_grace_s: float = setting(25.0, min=0.0, max=3600, help="how long running jobs may finish after SIGTERM")
+    start_method: str = setting("forkserver", choices=("forkserver", "spawn"),
+                                help="forkserver: fork from a preloaded zygote; spawn: fresh interpreter per job")
+    preload: tuple[str, ...] = setting(("numpy", "cv2", "pymupdf", "docsuper.passes.ocr"),
+                                       help="modules the fork server imports once; each must start no thread")
+
+
+@dataclass(frozen=True)
+class MemoryConfig(Section):
+    section: ClassVar[str] = "memory"
+    job_limit_mb: int = setting(450, min=16, max=1 << 20, help="a job's tree is killed above this (USS)")
+    kernel_limit_mb: int = setting(0, min=0, max=1 << 20,
+                                   help="RLIMIT_DATA of a child; 0 = job_limit_mb + kernel_headroom_mb")
+    kernel_headroom_mb: int = setting(100, min=0, max=1 << 20)
+    watchdog_interval_ms: int = setting(100, min=10, max=5000, help="how often every child tree is sampled")
+    box_budget_mb: int = setting(0, min=0, max=1 << 24,
+                                 help="memory all children may use together; 0 = from the cgroup limit or RAM")
+    reserve_mb: int = setting(80, min=0, max=1 << 20, help="kept free for the parent and the fork server")
+
+
+@dataclass(frozen=True)
+class RetryConfig(Section):
+    section: ClassVar[str] = "retry"
+    max_attempts: int = setting(3, min=1, max=100)
+    backoff_base_s: float = setting(5.0, min=0.0, max=86400, help="delay after the first failure; doubles each time")
+    backoff_max_s: float = setting(600.0, min=0.0, max=7 * 86400)
+    jitter: float = setting(0.2, min=0.0, max=1.0, help="random fraction added to each delay")
+
+
+@dataclass(frozen=True)
+class InputsConfig(Section):
+    section: ClassVar[str] = "inputs"
+    allowed_roots: tuple[str, ...] = setting((), help="local paths must lie under one of these "
+                                                      "(empty: the working directory)")
+    max_file_mb: float = setting(100.0, min=0.001, max=1 << 20)
+    max_pages: int = setting(1000, min=1, max=1 << 20)
+    max_page_pixels: int = setting(60_000_000, min=1, max=1 << 40, help="largest page or image, in pixels")
+    connect_timeout_s: float = setting(10.0, min=0.1, max=600)
+    read_timeout_s: float = setting(60.0, min=0.1, max=3600)
+    bearer_token_env: str = setting("", help="environment variable holding a bearer token for http(s) sources")
+    bearer_token_hosts: tuple[str, ...] = setting((), help="hosts the token is sent to "
+                                                           "(empty: every http(s) source host)")
+    bearer_token_header: str = setting("authorization", choices=("authorization", "apikey", "both"),
+                                       help="Authorization: Bearer, Supabase's apikey header, or both")
+
+
+@dataclass(frozen=True)
+class OcrConfig(Section):
+    section: ClassVar[str] = "ocr"
+    dpi: int = setting(300, min=36, max=1200)
+    max_render_pixels: int = setting(9_000_000, min=10_000, max=1 << 32, help="a page is rendered within this budget")
+    det_max_side: int = setting(800, min=64, max=10_000, help="detector input limited to this side")
+    use_angle_cls: bool = setting(False)
+    rec_batch: int = setting(1, min=1, max=64)
+    threads: int = setting(1, min=1, max=64)
+    text_layer_min_chars: int = setting(16, min=0, max=1 << 20, help="a page with this much text is not OCRed")
+
+
+@dataclass(frozen=True)
+class LogConfig(Section):
+    section: ClassVar[str] = "log"
+    level: str = setting("info", choices=("debug", "info", "warning", "error"))
+    format: str = setting("json", choices=("json", "text"))
+
+
+@dataclass(frozen=True)
+class HttpConfig(Section):
+    section: ClassVar[str] = "http"
+    port: int = setting(0, min=0, max=65535, help="/healthz and /metrics on this port (PORT); 0 = off")
+    host: str = setting("0.0.0.0")
+
+
+SECTIONS: tuple[type[Section], ...] = (QueueConfig, WorkersConfig, MemoryConfig, RetryConfig, InputsConfig,
+                                       OcrConfig, LogConfig, HttpConfig)
+# section -> key -> rules: the one table of keys (for loading, the environment names and `docsuper config`).
+SCHEMA: dict[str, dict[str, Key]] = {cls.section: cls.keys() for cls in SECTIONS}
 
 ENV_ALIASES = {
     "WORKER_CONCURRENCY": ("workers", "concurrency"),
@@ -119,15 +222,78 @@ ENV_ALIASES = {
 }
 
 
+@dataclass(frozen=True)
+class Config:
+    """Validated settings: `cfg.workers.concurrency`; `cfg.as_dict()` for the child."""
+
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    ocr: OcrConfig = field(default_factory=OcrConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    source: Path | None = None  # the config file read, if any
+    # "section.key" -> where its value came from (the file, a variable); absent: the default.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_across(self)
+
+    def sections(self) -> dict[str, Section]:
+        return {cls.section: getattr(self, cls.section) for cls in SECTIONS}
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: section.as_dict() for name, section in self.sections().items()}
+
+    def replace(self, **overrides: Mapping[str, Any]) -> Config:
+        """A copy with some keys changed, validated like any other value."""
+        values = self.as_dict()
+        origins = dict(self.origins)
+        for section, keys in overrides.items():
+            if section not in SCHEMA:
+                raise ConfigError(f"[{section}]: unknown section")
+            values[section].update(keys)
+            origins.update({f"{section}.{name}": "override" for name in keys})
+        return build(values, origins, self.source)
+
+    @property
+    def kernel_limit_mb(self) -> int:
+        return self.memory.kernel_limit_mb or self.memory.job_limit_mb + self.memory.kernel_headroom_mb
+
+
+def check_across(cfg: Config) -> None:
+    """Rules between keys; each value alone has passed its own checks."""
+    origins = cfg.origins
+    queue = cfg.queue
+    if queue.lease_s < MIN_HEARTBEATS_PER_LEASE * queue.heartbeat_s:
+        # A shorter lease expires between healthy heartbeats: live jobs get reclaimed as lost until dead.
+        raise ConfigError(
+            f"queue.lease_s ({_origin(origins, 'queue.lease_s')}): must be at least {MIN_HEARTBEATS_PER_LEASE} "
+            f"heartbeats ({MIN_HEARTBEATS_PER_LEASE} × queue.heartbeat_s {queue.heartbeat_s:g} "
+            f"({_origin(origins, 'queue.heartbeat_s')}) = {MIN_HEARTBEATS_PER_LEASE * queue.heartbeat_s:g}), "
+            f"got {queue.lease_s:g}")
+
+
+def _origin(origins: Mapping[str, str], key: str) -> str:
+    return f"from {origins[key]}" if key in origins else "default"
+
+
 def env_name(section: str, key: str) -> str:
     return f"DOCSUPER_{section}_{key}".upper()
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _convert(section: str, name: str, spec: Key, raw: Any, origin: str) -> Any:
     where = f"{section}.{name} (from {origin})"
 
     def bad(problem: str) -> ConfigError:
-        return ConfigError(f"{where}: {problem}, got {raw!r}")
+        shown = raw if not isinstance(raw, str) or len(raw) <= 80 else raw[:80] + "…"
+        return ConfigError(f"{where}: {problem}, got {shown!r}")
 
     value: Any
     if spec.kind is bool:
@@ -140,33 +306,38 @@ def _convert(section: str, name: str, spec: Key, raw: Any, origin: str) -> Any:
         else:
             raise bad("must be true or false")
     elif spec.kind is int:
-        if isinstance(raw, bool):
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise bad("must be a whole number")
         try:
-            value = int(raw.strip()) if isinstance(raw, str) else int(raw)
-            if isinstance(raw, float) and raw != value:
+            # Digits only: int("1_0") and int("१२") are valid Python but not what an operator meant.
+            if isinstance(raw, str) and not raw.strip().lstrip("+-").isascii():
                 raise ValueError
-        except (TypeError, ValueError):
+            value = int(raw.strip()) if isinstance(raw, str) else int(raw)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise bad("must be a whole number") from None
     elif spec.kind is float:
-        if isinstance(raw, bool):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
             raise bad("must be a number")
         try:
             value = float(raw)
-        except (TypeError, ValueError):
+        except (ValueError, OverflowError):
             raise bad("must be a number") from None
-        if value != value:
-            raise bad("must be a number")
-    elif spec.kind is list:
+        if not math.isfinite(value):  # nan, inf, and 1e400 (which TOML and float() read as inf)
+            raise bad("must be a finite number")
+    elif spec.kind is tuple:
         if isinstance(raw, str):
-            value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif isinstance(raw, list) and all(isinstance(v, str) for v in raw):
-            value = list(raw)
+            value = tuple(part.strip() for part in raw.split(",") if part.strip())
+        elif isinstance(raw, (list, tuple)) and all(isinstance(v, str) for v in raw):
+            value = tuple(raw)
         else:
             raise bad("must be a list of strings (comma-separated in the environment)")
+        if any(_has_control_chars(v) for v in value):
+            raise bad("must not contain control characters")
     else:
         if not isinstance(raw, str):
             raise bad("must be a string")
+        if _has_control_chars(raw):
+            raise bad("must not contain control characters")
         value = raw
     if spec.min is not None and value < spec.min:
         raise bad(f"must be at least {spec.min:g}")
@@ -181,32 +352,16 @@ def _convert(section: str, name: str, spec: Key, raw: Any, origin: str) -> Any:
     return value
 
 
-class Config:
-    """Validated settings; `cfg.workers.concurrency`, `cfg.as_dict()` for the child."""
-
-    def __init__(self, values: dict[str, dict[str, Any]], source: Path | None) -> None:
-        self._values = values
-        self.source = source
-        for section, keys in values.items():
-            setattr(self, section, SimpleNamespace(**keys))
-
-    def as_dict(self) -> dict[str, dict[str, Any]]:
-        return {section: dict(keys) for section, keys in self._values.items()}
-
-    def replace(self, **overrides: Mapping[str, Any]) -> "Config":
-        """A copy with some keys changed, validated like any other value."""
-        values = self.as_dict()
-        for section, keys in overrides.items():
-            for name, raw in keys.items():
-                spec = SCHEMA.get(section, {}).get(name)
-                if spec is None:
-                    raise ConfigError(f"{section}.{name}: unknown key")
-                values[section][name] = _convert(section, name, spec, raw, "override")
-        return Config(values, self.source)
-
-    @property
-    def kernel_limit_mb(self) -> int:
-        return self.memory.kernel_limit_mb or self.memory.job_limit_mb + self.memory.kernel_headroom_mb
+def build(raw: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str], source: Path | None) -> Config:
+    """A Config from raw values by section (each checked; keys not given take their defaults)."""
+    sections: dict[str, Section] = {}
+    for cls in SECTIONS:
+        given = raw.get(cls.section, {})
+        converted = {name: _convert(cls.section, name, SCHEMA[cls.section][name], value,
+                                    origins.get(f"{cls.section}.{name}", "default"))
+                     for name, value in given.items()}
+        sections[cls.section] = cls(**converted)
+    return Config(**sections, source=source, origins=dict(origins))  # type: ignore[arg-type]  # keys are the section names
 
 
 def default_config_path() -> Path | None:
@@ -218,42 +373,53 @@ def default_config_path() -> Path | None:
     return here if here.is_file() else None
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML tables of a config file, read with a size bound; one ConfigError line for any problem."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; not a configuration file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the config file, then the environment; every value checked."""
     environ = os.environ if environ is None else environ
     config_path = Path(path) if path is not None else default_config_path()
-    from_file: dict[str, Any] = {}
+    raw: dict[str, dict[str, Any]] = {section: {} for section in SCHEMA}
+    origins: dict[str, str] = {}
     if config_path is not None:
-        try:
-            with open(config_path, "rb") as fh:
-                from_file = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{config_path}: no such configuration file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{config_path}: cannot read: {exc.strerror}") from None
+        for section, keys in read_config_file(config_path).items():
+            if section not in SCHEMA:
+                raise ConfigError(f"{config_path}: unknown section [{section}]")
+            if not isinstance(keys, dict):
+                raise ConfigError(f"{config_path}: {section} must be a table")
+            for name, value in keys.items():
+                if name not in SCHEMA[section]:
+                    raise ConfigError(f"{section}.{name} (from {config_path}): unknown key")
+                raw[section][name], origins[f"{section}.{name}"] = value, str(config_path)
 
-    values: dict[str, dict[str, Any]] = {s: {k: spec.default for k, spec in keys.items()} for s, keys in SCHEMA.items()}
-    for section, keys in from_file.items():
-        if section not in SCHEMA:
-            raise ConfigError(f"{config_path}: unknown section [{section}]")
-        if not isinstance(keys, dict):
-            raise ConfigError(f"{config_path}: {section} must be a table")
-        for name, raw in keys.items():
-            spec = SCHEMA[section].get(name)
-            if spec is None:
-                raise ConfigError(f"{section}.{name} (from {config_path}): unknown key")
-            values[section][name] = _convert(section, name, spec, raw, str(config_path))
-
-    for alias, (section, name) in ENV_ALIASES.items():
-        if environ.get(alias, "") != "":
-            values[section][name] = _convert(section, name, SCHEMA[section][name], environ[alias], alias)
-    for section, keys in SCHEMA.items():
-        for name, spec in keys.items():
-            var = env_name(section, name)
-            if environ.get(var, "") != "":
-                values[section][name] = _convert(section, name, spec, environ[var], var)
-    return Config(values, config_path)
+    # Deployment aliases first, so the specific DOCSUPER_ name wins when both are set.
+    names = [(alias, key) for alias, key in ENV_ALIASES.items()]
+    names += [(env_name(section, name), (section, name)) for section, keys in SCHEMA.items() for name in keys]
+    for var, (section, name) in names:
+        if environ.get(var, "") != "":
+            raw[section][name], origins[f"{section}.{name}"] = environ[var], var
+    return build(raw, origins, config_path)
 
 
 def describe() -> list[tuple[str, str, str, str]]:

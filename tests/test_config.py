@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
-from docsuper.supervisor.config import SCHEMA, ConfigError, load_config
+from docsuper.supervisor.config import SCHEMA, Config, ConfigError, InputsConfig, OcrConfig, load_config
 
 from .daemon import Env
 
@@ -30,7 +32,7 @@ def test_environment_overrides_the_file_and_deployment_names_work(tmp_path: Path
                                       "DOCSUPER_WORKERS_PRELOAD": "numpy, pymupdf"})
     assert cfg.workers.concurrency == 4 and cfg.queue.url == "postgresql://u@h/db" and cfg.http.port == 8080
     assert cfg.memory.job_limit_mb == 300 and cfg.kernel_limit_mb == 400
-    assert cfg.workers.preload == ["numpy", "pymupdf"]
+    assert cfg.workers.preload == ("numpy", "pymupdf")
     # The specific name wins over the deployment alias.
     assert load_config(path, environ={"WORKER_CONCURRENCY": "4", "DOCSUPER_WORKERS_CONCURRENCY": "3"}
                        ).workers.concurrency == 3
@@ -75,3 +77,58 @@ def test_every_key_is_documented():
     missing = [f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys
                if f"{s}.{k}" not in documented and f"`{k}`" not in documented]
     assert missing == []
+
+
+def test_each_section_is_a_frozen_dataclass_whose_defaults_are_the_schema():
+    cfg = load_config("/dev/null", environ={})
+    assert cfg == Config(source=Path("/dev/null"))  # nothing but the declared defaults
+    for section, keys in SCHEMA.items():
+        typed = getattr(cfg, section)
+        assert {name: getattr(typed, name) for name in keys} == {name: key.default for name, key in keys.items()}
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(typed, next(iter(keys)), None)
+
+
+def test_a_section_from_a_job_spec_is_checked_and_completed():
+    inputs = InputsConfig.from_mapping({"max_pages": 7, "allowed_roots": ["/srv/scans"]})
+    assert inputs.max_pages == 7 and inputs.allowed_roots == ("/srv/scans",)
+    assert inputs.max_file_mb == SCHEMA["inputs"]["max_file_mb"].default
+    assert OcrConfig.from_mapping({}) == OcrConfig()
+    with pytest.raises(ConfigError, match=r"^ocr.dpi \(from job spec\): must be at least 36, got 1$"):
+        OcrConfig.from_mapping({"dpi": 1})
+    with pytest.raises(ConfigError, match="unknown key"):
+        OcrConfig.from_mapping({"dpii": 300})
+    # What goes into the job spec comes back as the same section.
+    assert InputsConfig.from_mapping(json.loads(json.dumps(inputs.as_dict()))) == inputs
+
+
+def test_replace_checks_the_new_values():
+    cfg = load_config("/dev/null", environ={})
+    assert cfg.replace(workers={"concurrency": 1}).workers.concurrency == 1
+    with pytest.raises(ConfigError, match=r"workers.concurrency \(from override\): must be at least 1"):
+        cfg.replace(workers={"concurrency": 0})
+
+
+@pytest.mark.parametrize("environ, accepted", [
+    ({"DOCSUPER_QUEUE_LEASE_S": "45", "DOCSUPER_QUEUE_HEARTBEAT_S": "15"}, True),
+    ({"DOCSUPER_QUEUE_LEASE_S": "44", "DOCSUPER_QUEUE_HEARTBEAT_S": "15"}, False),
+    ({"DOCSUPER_QUEUE_LEASE_S": "10", "DOCSUPER_QUEUE_HEARTBEAT_S": "15"}, False),  # issue 8.4: lease < heartbeat
+    ({"DOCSUPER_QUEUE_HEARTBEAT_S": "30"}, False),  # against the default lease of 60
+])
+def test_a_lease_shorter_than_three_heartbeats_is_refused(environ: dict[str, str], accepted: bool):
+    if accepted:
+        assert load_config("/dev/null", environ=environ).queue.lease_s == float(environ["DOCSUPER_QUEUE_LEASE_S"])
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config("/dev/null", environ=environ)
+    message = str(info.value)
+    assert message.startswith("queue.lease_s (") and "3 heartbeats" in message and "\n" not in message
+    assert "DOCSUPER_QUEUE_HEARTBEAT_S" in message  # says where the other half of the conflict came from
+
+
+def test_run_refuses_a_lease_shorter_than_three_heartbeats_in_one_line(env: Env):
+    env.set(DOCSUPER_QUEUE_LEASE_S="2", DOCSUPER_QUEUE_HEARTBEAT_S="1")
+    result = env.cli("run", "--drain", check=False, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == ("docsuper: queue.lease_s (from DOCSUPER_QUEUE_LEASE_S): must be at least 3 heartbeats "
+                             "(3 × queue.heartbeat_s 1 (from DOCSUPER_QUEUE_HEARTBEAT_S) = 3), got 2\n")
