@@ -8,6 +8,7 @@ its own connection the way a real second host would.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import traceback
 import uuid
@@ -35,6 +36,21 @@ class QueueSpec:
         if self.kind == "sqlite":
             return SQLiteQueue(self.url)
         return PostgresQueue(self.url, schema=self.schema, listen=listen)
+
+
+def raw_sql(spec: QueueSpec, statement: str) -> list[tuple[Any, ...]]:
+    """Run SQL straight on the backend's database, past the queue (to test the schema's own rules).
+
+    `{t}` in the statement is the tables' prefix: the quoted schema on PostgreSQL, nothing on SQLite."""
+    if spec.kind == "sqlite":
+        db = sqlite3.connect(spec.url[len("sqlite:///"):], isolation_level=None)
+        try:
+            return db.execute(statement.replace("{t}", "")).fetchall()
+        finally:
+            db.close()
+    with psycopg.connect(spec.url, autocommit=True) as conn:
+        cur = conn.execute(statement.replace("{t}", f'"{spec.schema}".'))
+        return cur.fetchall() if cur.description else []
 
 
 def postgres_problem(url: str = POSTGRES_URL) -> str | None:

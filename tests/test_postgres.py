@@ -19,7 +19,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from docsuper.supervisor.queue.base import AttemptEnd, NewJob, QueueError, QueueUnavailable, SchemaOutdated
-from docsuper.supervisor.queue.postgres import CLAIM_SQL, JOB_COLUMNS, PostgresQueue
+from docsuper.supervisor.queue.postgres import PostgresQueue
 
 from .conftest import require_postgres
 from .queuekit import QueueSpec, drop_schema, new_schema_name, run_migrate, submit_after
@@ -96,7 +96,7 @@ def test_claim_uses_the_partial_index_with_100k_finished_jobs(postgres_spec: Que
     def claim_plan() -> str:
         with psycopg.connect(postgres_spec.url, autocommit=True) as db:
             db.execute(f"ANALYZE {s}.jobs")  # what autovacuum would have done by now
-            sql = CLAIM_SQL.format(s=s, job_columns=JOB_COLUMNS)
+            sql = PostgresQueue(postgres_spec.url, schema=postgres_spec.schema, listen=False).statement("claim_jobs")
             return "\n".join(r[0] for r in db.execute("EXPLAIN " + sql, {"limit": 5, "worker": "w", "lease": 60.0}))
 
     plan = claim_plan()

@@ -19,7 +19,7 @@ from docsuper.supervisor.queue.base import (
     WorkerInfo,
 )
 
-from .queuekit import QueueSpec, claim_until_empty, submit_and_work
+from .queuekit import QueueSpec, claim_until_empty, raw_sql, submit_and_work
 
 SLACK_S = 1.0  # database clock against time.time(), plus a slow CI box
 
@@ -304,6 +304,56 @@ def test_finish_without_the_lease_writes_nothing(queue: Queue) -> None:
     assert queue.finish(job.id, "w1", AttemptEnd("error", error="late"), 0) is None
     assert queue.get(job.id) == after
     assert [a.outcome for a in queue.attempts(job.id)] == ["succeeded"]
+
+
+def test_finish_refuses_an_unknown_outcome_and_writes_nothing(queue: Queue) -> None:
+    # Drift: only PostgreSQL used to refuse one; SQLite stored it and requeued the job.
+    job = claimed_job(queue)
+    with pytest.raises(QueueError, match="unknown outcome 'exploded'"):
+        queue.finish(job.id, "w1", AttemptEnd("exploded"), 0)
+    assert queue.get(job.id) == job
+    assert queue.attempts(job.id)[0].outcome is None
+
+
+def test_attempt_numbers_never_repeat_across_interruptions_reclaims_and_retries(queue: Queue) -> None:
+    # Drift: attempts were numbered by a column on PostgreSQL and by max(number) on
+    # SQLite. `attempts` itself is given back by interruptions and reset by retry, so
+    # it cannot number the rows; both now keep attempt_seq.
+    job = claimed_job(queue, max_attempts=1, lease_s=0.05)
+    time.sleep(0.15)
+    assert queue.claim_one(job.id, "w2", 60).attempts == 2       # 1 closed as lost
+    assert queue.finish(job.id, "w2", AttemptEnd("interrupted"), 0) == "queued"  # 2
+    [again] = queue.claim("w3", 1, 60)                             # 3
+    assert queue.finish(again.id, "w3", AttemptEnd("error"), 0) == "dead"
+    assert queue.retry([job.id]) == [job.id]
+    queue.claim("w4", 1, 60)                                       # 4
+    attempts = queue.attempts(job.id)
+    assert [(a.number, a.worker, a.outcome) for a in attempts] == [
+        (1, "w1", "lost"), (2, "w2", "interrupted"), (3, "w3", "error"), (4, "w4", None)]
+    assert queue.get(job.id).attempts == 1
+
+
+def test_the_schema_refuses_an_unknown_job_status(queue_spec: QueueSpec, queue: Queue) -> None:
+    # Drift: only PostgreSQL's schema had the status CHECK.
+    job_id = submit_one(queue)
+    with pytest.raises(Exception, match="(?i)check"):
+        raw_sql(queue_spec, f"UPDATE {{t}}jobs SET status = 'paused' WHERE id = '{job_id}'")
+    assert queue.get(job_id).status == "queued"
+
+
+def test_both_backends_have_the_same_tables_and_columns(sqlite_spec: QueueSpec, postgres_spec: QueueSpec) -> None:
+    with sqlite_spec.open():
+        pass  # opening the SQLite queue migrates it
+    lite = {(t, c) for t, c in raw_sql(sqlite_spec, "SELECT m.name, p.name FROM sqlite_master m, "
+                                                    "pragma_table_info(m.name) p WHERE m.type = 'table'")}
+    pg = {(t, c) for t, c in raw_sql(postgres_spec, "SELECT table_name, column_name FROM information_schema.columns "
+                                                    f"WHERE table_schema = '{postgres_spec.schema}'")}
+    assert lite == pg
+
+
+def test_list_jobs_refuses_an_unknown_state(queue: Queue) -> None:
+    with pytest.raises(QueueError, match="unknown job state 'finished'"):
+        queue.list_jobs("finished")
 
 
 # -- lost leases -----------------------------------------------------------

@@ -1,8 +1,9 @@
 """The queue contract, shared by the SQLite and PostgreSQL backends.
 
 A job moves `queued → running → succeeded | dead | cancelled`; a failed attempt
-with attempts left goes back to `queued` with a later `run_at`. Every attempt is
-its own row. Times are Unix seconds (floats) on both backends.
+with attempts left goes back to `queued` with a later `run_at` (the rules are in
+`rules.py`). Every attempt is its own row. Times are Unix seconds (floats) on
+both backends.
 
 Ownership is the lease: every write about a running job names the worker that
 claimed it, and a write from a worker that no longer holds the lease changes
@@ -17,28 +18,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-JOB_STATES = ("queued", "running", "succeeded", "dead", "cancelled")
+from .errors import JobNotFound, QueueError, QueueUnavailable, SchemaOutdated
+from .rules import JOB_STATES, NOT_COUNTED, OUTCOMES, next_state
 
-# Outcomes of one attempt (see README, "Outcomes"). COUNTED ones use up an attempt.
-OUTCOMES = ("succeeded", "error", "invalid_input", "oom", "timeout", "crashed", "lost",
-            "interrupted", "preempted", "cancelled")
-NOT_COUNTED = frozenset({"interrupted", "preempted"})
-
-
-class QueueError(Exception):
-    """A queue operation that cannot be done; the message is for the operator."""
-
-
-class QueueUnavailable(QueueError):
-    """The database cannot be reached right now; the same call may succeed later."""
-
-
-class SchemaOutdated(QueueError):
-    pass
-
-
-class JobNotFound(QueueError):
-    pass
+__all__ = [
+    "JOB_STATES", "NOT_COUNTED", "OUTCOMES", "Attempt", "AttemptEnd", "Job", "JobNotFound", "NewJob", "Queue",
+    "QueueError", "QueueUnavailable", "SchemaOutdated", "WorkerInfo", "backoff_delay", "next_state", "open_queue",
+]
 
 
 @dataclass
@@ -131,7 +117,7 @@ class WorkerInfo:
 def backoff_delay(attempt: int, base_s: float, max_s: float, jitter: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with jitter: base, 2·base, 4·base … capped, plus up to `jitter` of itself."""
     delay = min(max_s, base_s * (2 ** max(0, attempt - 1)))
-    return delay * (1.0 + jitter * (rng or random).random())
+    return float(delay * (1.0 + jitter * (rng or random).random()))
 
 
 class Queue(abc.ABC):
@@ -259,19 +245,6 @@ class Queue(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def next_state(outcome: str, attempts: int, max_attempts: int) -> str:
-    """Where a job goes after an attempt ends with `outcome` (attempts already counts it)."""
-    if outcome == "succeeded":
-        return "succeeded"
-    if outcome == "cancelled":
-        return "cancelled"
-    if outcome == "invalid_input":
-        return "dead"
-    if outcome in NOT_COUNTED:
-        return "queued"
-    return "queued" if attempts < max_attempts else "dead"
 
 
 def open_queue(url: str, schema: str = "docsuper", listen: bool = True) -> Queue:

@@ -20,35 +20,22 @@ running and try again later.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import uuid
-from dataclasses import fields
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .base import (
-    JOB_STATES,
-    NOT_COUNTED,
-    OUTCOMES,
-    Attempt,
-    AttemptEnd,
-    Job,
-    JobNotFound,
-    NewJob,
-    Queue,
-    QueueError,
-    QueueUnavailable,
-    SchemaOutdated,
-    WorkerInfo,
-    next_state,
-)
+from . import queries
+from .errors import QueueError, QueueUnavailable, SchemaOutdated
+from .sqlqueue import SQLQueue, Tx
 
 T = TypeVar("T")
 
@@ -63,154 +50,6 @@ LISTEN_RETRY_MAX_S = 30.0
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,46}")
 
-# Versioned migrations; `{s}` is the quoted schema name. Never edit one that has
-# shipped: add a new one.
-MIGRATIONS: list[tuple[str, str]] = [
-    ("0001_initial", """
-CREATE TABLE {s}.jobs (
-    -- 32 hex digits like the SQLite backend; "C" collation lets `LIKE 'prefix%'` use the key.
-    id text COLLATE "C" PRIMARY KEY,
-    status text NOT NULL DEFAULT 'queued'
-        CHECK (status IN ('queued', 'running', 'succeeded', 'dead', 'cancelled')),
-    source text,
-    passes jsonb NOT NULL,
-    options jsonb NOT NULL DEFAULT jsonb_build_object(),
-    priority integer NOT NULL DEFAULT 0,
-    run_at timestamptz NOT NULL DEFAULT now(),
-    attempts integer NOT NULL DEFAULT 0,
-    max_attempts integer NOT NULL DEFAULT 3,
-    -- Number of the latest attempt row: `attempts` is reset by retry and not
-    -- bumped by interrupted attempts, so it cannot number the rows.
-    attempt_seq integer NOT NULL DEFAULT 0,
-    lease_owner text,
-    lease_expires_at timestamptz,
-    progress_done integer,
-    progress_total integer,
-    last_outcome text,
-    last_error text,
-    peak_mb double precision,
-    result jsonb,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    started_at timestamptz,
-    finished_at timestamptz,
-    dead_at timestamptz,
-    cancel_requested boolean NOT NULL DEFAULT false
-);
--- claim(): only queued rows are in it, so it stays small however many jobs have finished.
-CREATE INDEX jobs_runnable ON {s}.jobs (priority DESC, run_at) WHERE status = 'queued';
--- reclaim_expired() and expired_leases().
-CREATE INDEX jobs_leases ON {s}.jobs (lease_expires_at) WHERE status = 'running';
--- list_jobs(). The first leaves queued rows out on purpose: were they in it, the
--- planner could pick it for claim() (status = 'queued', then a sort) over jobs_runnable.
-CREATE INDEX jobs_done ON {s}.jobs (status, created_at) WHERE status <> 'queued';
-CREATE INDEX jobs_created ON {s}.jobs (created_at);
-CREATE INDEX jobs_dead ON {s}.jobs (dead_at) WHERE status = 'dead';
-CREATE TABLE {s}.attempts (
-    job_id text COLLATE "C" NOT NULL REFERENCES {s}.jobs (id) ON DELETE CASCADE,
-    number integer NOT NULL,
-    worker text NOT NULL,
-    started_at timestamptz NOT NULL,
-    outcome text,
-    counted boolean NOT NULL DEFAULT true,
-    exit_code integer,
-    signal integer,
-    peak_mb double precision,
-    peak_rss_mb double precision,
-    ended_at timestamptz,
-    duration_s double precision,
-    last_page integer,
-    error text,
-    traceback text,
-    PRIMARY KEY (job_id, number)
-);
-CREATE TABLE {s}.pages (
-    job_id text COLLATE "C" NOT NULL REFERENCES {s}.jobs (id) ON DELETE CASCADE,
-    pass text COLLATE "C" NOT NULL,
-    page integer NOT NULL,
-    result jsonb NOT NULL,
-    stored_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (job_id, pass, page)
-);
-CREATE TABLE {s}.workers (
-    id text PRIMARY KEY,
-    host text NOT NULL,
-    pid integer NOT NULL,
-    version text NOT NULL,
-    started_at timestamptz NOT NULL,
-    last_seen timestamptz NOT NULL,
-    running integer NOT NULL DEFAULT 0
-);
-"""),
-]
-
-_JOB_TIMES = {"run_at", "lease_expires_at", "created_at", "started_at", "finished_at", "dead_at"}
-_ATTEMPT_TIMES = {"started_at", "ended_at"}
-
-
-def _select_list(cls: type, times: set[str], prefix: str = "") -> str:
-    """Columns of a dataclass, timestamps turned into Unix seconds in the query itself."""
-    return ", ".join(
-        f"extract(epoch FROM {prefix}{f.name})::float8 AS {f.name}" if f.name in times else f"{prefix}{f.name}"
-        for f in fields(cls)
-    )
-
-
-JOB_COLUMNS = _select_list(Job, _JOB_TIMES)
-ATTEMPT_COLUMNS = _select_list(Attempt, _ATTEMPT_TIMES)
-WORKER_COLUMNS = _select_list(WorkerInfo, {"started_at", "last_seen"})
-
-# The one statement behind claim(): pick due queued jobs (skipping rows another
-# claimer has locked, so hosts never wait on each other or get the same job),
-# start them, and open their attempt rows. Kept here so the tests EXPLAIN exactly it.
-CLAIM_SQL = """
-WITH picked AS (
-    SELECT id FROM {s}.jobs
-    WHERE status = 'queued' AND run_at <= now()
-    ORDER BY priority DESC, run_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE {s}.jobs j
-    SET status = 'running', attempts = j.attempts + 1, attempt_seq = j.attempt_seq + 1,
-        lease_owner = %(worker)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
-        started_at = now(), finished_at = NULL, dead_at = NULL, cancel_requested = false
-    FROM picked WHERE j.id = picked.id
-    RETURNING j.*
-), opened AS (
-    INSERT INTO {s}.attempts (job_id, number, worker, started_at)
-    SELECT id, attempt_seq, %(worker)s, now() FROM claimed
-)
-SELECT {job_columns} FROM claimed ORDER BY priority DESC, run_at
-"""
-
-# heartbeat() in one round trip whatever the number of jobs: the arrays become a
-# table, the renewal touches only rows this worker still owns, and the outer
-# select reports every id that was not renewed or that an operator cancelled.
-HEARTBEAT_SQL = """
-WITH beat AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(done)s::int[], %(total)s::int[], %(peak)s::float8[])
-        AS b(id, done, total, peak)
-), renewed AS (
-    UPDATE {s}.jobs j
-    SET lease_expires_at = now() + make_interval(secs => %(lease)s),
-        progress_done = coalesce(b.done, j.progress_done),
-        progress_total = coalesce(b.total, j.progress_total),
-        peak_mb = greatest(j.peak_mb, b.peak)
-    FROM beat b
-    WHERE j.id = b.id AND j.lease_owner = %(worker)s AND j.status = 'running'
-    RETURNING j.id, j.cancel_requested
-)
-SELECT b.id FROM beat b LEFT JOIN renewed r ON r.id = b.id
-WHERE r.id IS NULL OR r.cancel_requested
-"""
-
-
-def _id_prefix(job_id: str) -> str:
-    if not re.fullmatch(r"[0-9a-fA-F-]{4,36}", job_id or ""):
-        raise JobNotFound(f"no job {job_id!r}: a job id is 4 to 32 hex digits")
-    return job_id.replace("-", "").lower()
-
-
 def _lock_key(schema: str) -> int:
     """A stable 64-bit advisory-lock key per schema, so two queues in one database do not block each other."""
     return int.from_bytes(hashlib.sha256(f"docsuper.migrate:{schema}".encode()).digest()[:8], "big", signed=True)
@@ -224,7 +63,35 @@ def _redacted(conninfo: str) -> str:
     return f"{params.get('host', 'localhost')}:{params.get('port', '5432')}/{params.get('dbname', '')}"
 
 
-class PostgresQueue(Queue):
+class _PostgresTx:
+    def __init__(self, cur: psycopg.Cursor[Any], statements: dict[str, str]) -> None:
+        self._cur = cur
+        self._statements = statements
+
+    def all(self, name: str, /, **params: Any) -> list[dict[str, Any]]:
+        self._cur.execute(self._statements[name], params)
+        return self._cur.fetchall() if self._cur.description else []
+
+    def one(self, name: str, /, **params: Any) -> dict[str, Any] | None:
+        self._cur.execute(self._statements[name], params)
+        return self._cur.fetchone() if self._cur.description else None
+
+    def run(self, name: str, /, **params: Any) -> int:
+        self._cur.execute(self._statements[name], params)
+        return self._cur.rowcount
+
+    def many(self, name: str, /, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._cur.executemany(self._statements[name], rows)
+
+    def script(self, text: str) -> None:
+        """Several statements at once (a migration); sent without parameters, so `%` is plain text."""
+        self._cur.execute(text)
+
+
+class PostgresQueue(SQLQueue):
+    opens_attempts_in_claim = True
+
     def __init__(self, url: str, schema: str = "docsuper", listen: bool = True,
                  connect_timeout_s: float = 10.0) -> None:
         if not _SCHEMA_RE.fullmatch(schema):
@@ -262,9 +129,9 @@ class PostgresQueue(Queue):
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_retry_at = 0.0
         self._listen_backoff_s = 1.0
-        self._s = f'"{schema}"'
-        self._claim_sql = CLAIM_SQL.format(s=self._s, job_columns=JOB_COLUMNS)
-        self._heartbeat_sql = HEARTBEAT_SQL.format(s=self._s)
+        quoted = f'"{schema}"'  # safe: _SCHEMA_RE allows no quote
+        self._statements = queries.load("postgres.sql", s=quoted)
+        self._migrations = queries.migrations("postgres", s=quoted)
 
     # -- connections -----------------------------------------------------
     def _connect(self, **extra: Any) -> psycopg.Connection[Any]:
@@ -289,10 +156,12 @@ class PostgresQueue(Queue):
             except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
                 pass
 
-    def _sql(self, text: str) -> str:
-        return text.format(s=self._s)
+    def statement(self, name: str) -> str:
+        """The text of one named statement for this schema (the tests EXPLAIN claim_jobs)."""
+        return self._statements[name]
 
-    def _run(self, fn: Callable[[psycopg.Cursor[Any]], T], verify: Callable[[psycopg.Cursor[Any]], T] | None = None) -> T:
+    def _transaction(self, fn: Callable[[Tx], T], verify: Callable[[Tx], T] | None = None,
+                     write: bool = True) -> T:
         """Run `fn` in one transaction, reconnecting once when the connection turns out to be dead.
 
         A transaction that breaks before COMMIT is sent was rolled back by the server,
@@ -306,7 +175,7 @@ class PostgresQueue(Queue):
             try:
                 with conn.transaction():
                     with conn.cursor(row_factory=dict_row) as cur:
-                        result = fn(cur)
+                        result = fn(_PostgresTx(cur, self._statements))
                     committing = True
                 return result
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
@@ -332,7 +201,7 @@ class PostgresQueue(Queue):
                 if committing:
                     if verify is not None:
                         try:
-                            return self._run(verify)
+                            return self._transaction(verify)
                         except QueueUnavailable:
                             pass
                     raise QueueUnavailable(f"connection lost while committing; the change may not be stored: "
@@ -349,354 +218,47 @@ class PostgresQueue(Queue):
         return (f"the queue's tables are missing or out of date in schema {self.schema!r} of "
                 f"{_redacted(self.url)}: run `docsuper migrate`")
 
-    def _notify(self, cur: psycopg.Cursor[Any]) -> None:
-        # Delivered when the transaction commits, and only then: a worker woken by it
-        # always finds the job claimable.
-        cur.execute("SELECT pg_notify(%s, '')", (self.channel,))
+    def _wake(self, tx: Tx) -> None:
+        tx.run("notify", channel=self.channel)
+
+    def _decode(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        # jsonb arrives as Python values already; timestamptz as datetime.
+        return {k: v.timestamp() if isinstance(v, datetime) else v for k, v in row.items()}
+
+    def _json(self, value: Any) -> Any:
+        return Jsonb(value)
+
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return list(ids)
 
     # -- schema --------------------------------------------------------
     def migrate(self) -> list[str]:
-        def apply(cur: psycopg.Cursor[Any]) -> list[str]:
-            # Serialises concurrent `docsuper migrate` runs (several hosts deploying at
-            # once): the second waits here, then finds everything applied.
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema),))
-            cur.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
-            cur.execute(self._sql("CREATE TABLE IF NOT EXISTS {s}.schema_migrations "
-                                  "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"))
-            cur.execute(self._sql("SELECT name FROM {s}.schema_migrations"))
-            done = {r["name"] for r in cur.fetchall()}
+        def apply(tx: Tx) -> list[str]:
+            tx.run("lock_migrations", key=_lock_key(self.schema))
+            tx.run("create_schema")
+            tx.run("create_migrations_table")
+            done = {r["name"] for r in tx.all("applied_migrations")}
             applied = []
-            for name, ddl in MIGRATIONS:
-                if name in done:
-                    continue
-                cur.execute(self._sql(ddl))
-                cur.execute(self._sql("INSERT INTO {s}.schema_migrations (name) VALUES (%s)"), (name,))
-                applied.append(name)
+            for name, script in self._migrations:
+                if name not in done:
+                    assert isinstance(tx, _PostgresTx)
+                    tx.script(script)
+                    tx.run("record_migration", name=name)
+                    applied.append(name)
             return applied
 
-        return self._run(apply)
+        return self._transaction(apply)
 
     def check_schema(self) -> None:
-        def missing(cur: psycopg.Cursor[Any]) -> list[str]:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{self._s}.schema_migrations",))
-            if not cur.fetchone()["present"]:
-                return [name for name, _ in MIGRATIONS]
-            cur.execute(self._sql("SELECT name FROM {s}.schema_migrations"))
-            done = {r["name"] for r in cur.fetchall()}
-            return [name for name, _ in MIGRATIONS if name not in done]
+        def missing(tx: Tx) -> list[str]:
+            present = tx.one("migrations_table_exists")
+            done = {r["name"] for r in tx.all("applied_migrations")} if present and present["present"] else set()
+            return [name for name, _ in self._migrations if name not in done]
 
-        pending = self._run(missing)
+        pending = self._transaction(missing, write=False)
         if pending:
             raise SchemaOutdated(f"the queue's schema {self.schema!r} in {_redacted(self.url)} is out of date "
                                  f"({', '.join(pending)} missing): run `docsuper migrate`")
-
-    # -- producers and operators -----------------------------------------
-    def submit(self, jobs: Sequence[NewJob]) -> list[str]:
-        if not jobs:
-            return []
-        ids = [uuid.uuid4().hex for _ in jobs]
-
-        def insert(cur: psycopg.Cursor[Any]) -> list[str]:
-            # One statement for the whole batch: arrays in, one row per element out.
-            cur.execute(self._sql(
-                "INSERT INTO {s}.jobs (id, source, passes, options, priority, run_at, max_attempts)"
-                " SELECT id, source, passes::jsonb, options::jsonb, priority,"
-                "        coalesce(to_timestamp(run_at), now()), max_attempts"
-                " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::int[])"
-                "   AS n(id, source, passes, options, priority, run_at, max_attempts)"),
-                (ids, [j.source for j in jobs], [json.dumps(j.passes) for j in jobs],
-                 [json.dumps(j.options) for j in jobs], [j.priority for j in jobs],
-                 [j.run_at for j in jobs], [j.max_attempts for j in jobs]))
-            self._notify(cur)
-            return ids
-
-        # A break during COMMIT: the ids were made here, so a look tells whether they landed.
-        def landed(cur: psycopg.Cursor[Any]) -> list[str]:
-            cur.execute(self._sql("SELECT count(*) AS n FROM {s}.jobs WHERE id = ANY(%s)"), (ids,))
-            if cur.fetchone()["n"] != len(ids):
-                raise QueueUnavailable("connection lost while submitting: the jobs were not stored")
-            return ids
-
-        return self._run(insert, verify=landed)
-
-    def _resolve(self, cur: psycopg.Cursor[Any], job_id: str) -> str:
-        prefix = _id_prefix(job_id)
-        cur.execute(self._sql("SELECT id FROM {s}.jobs WHERE id LIKE %s ORDER BY id LIMIT 2"), (prefix + "%",))
-        rows = cur.fetchall()
-        if not rows:
-            raise JobNotFound(f"no job {job_id!r}")
-        if len(rows) > 1:
-            raise JobNotFound(f"job id prefix {job_id!r} is ambiguous: give more digits")
-        return rows[0]["id"]
-
-    def _job(self, cur: psycopg.Cursor[Any], full_id: str) -> Job:
-        cur.execute(self._sql(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE id = %s"), (full_id,))
-        return Job(**cur.fetchone())
-
-    def get(self, job_id: str) -> Job:
-        return self._run(lambda cur: self._job(cur, self._resolve(cur, job_id)))
-
-    def attempts(self, job_id: str) -> list[Attempt]:
-        def read(cur: psycopg.Cursor[Any]) -> list[Attempt]:
-            full = self._resolve(cur, job_id)
-            cur.execute(self._sql(f"SELECT {ATTEMPT_COLUMNS} FROM {{s}}.attempts WHERE job_id = %s ORDER BY number"),
-                        (full,))
-            return [Attempt(**r) for r in cur.fetchall()]
-
-        return self._run(read)
-
-    def pages(self, job_id: str, pass_name: str | None = None) -> list[tuple[str, int, dict[str, Any]]]:
-        def read(cur: psycopg.Cursor[Any]) -> list[tuple[str, int, dict[str, Any]]]:
-            full = self._resolve(cur, job_id)
-            cur.execute(self._sql(
-                "SELECT pass, page, result FROM {s}.pages WHERE job_id = %s AND (%s::text IS NULL OR pass = %s)"
-                " ORDER BY pass, page"), (full, pass_name, pass_name))
-            return [(r["pass"], r["page"], r["result"]) for r in cur.fetchall()]
-
-        return self._run(read)
-
-    def counts(self) -> dict[str, int]:
-        def read(cur: psycopg.Cursor[Any]) -> dict[str, int]:
-            cur.execute(self._sql("SELECT status, count(*) AS n FROM {s}.jobs GROUP BY status"))
-            counts = dict.fromkeys(JOB_STATES, 0)
-            counts.update({r["status"]: r["n"] for r in cur.fetchall()})
-            return counts
-
-        return self._run(read)
-
-    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
-        order = "dead_at DESC NULLS LAST" if status == "dead" else "created_at DESC"
-
-        # The status test is left out rather than made optional in SQL, so the plan
-        # (even a generic one for a prepared statement) can use the partial indexes.
-        where = "WHERE status = %s" if status is not None else ""
-        params = (status, limit) if status is not None else (limit,)
-
-        def read(cur: psycopg.Cursor[Any]) -> list[Job]:
-            cur.execute(self._sql(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs {where} ORDER BY {order} LIMIT %s"), params)
-            return [Job(**r) for r in cur.fetchall()]
-
-        return self._run(read)
-
-    def expired_leases(self) -> list[Job]:
-        def read(cur: psycopg.Cursor[Any]) -> list[Job]:
-            cur.execute(self._sql(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs"
-                                  " WHERE status = 'running' AND lease_expires_at < now() ORDER BY lease_expires_at"))
-            return [Job(**r) for r in cur.fetchall()]
-
-        return self._run(read)
-
-    def has_queued(self) -> bool:
-        def read(cur: psycopg.Cursor[Any]) -> bool:
-            cur.execute(self._sql("SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE status = 'queued') AS any"))
-            return bool(cur.fetchone()["any"])
-
-        return self._run(read)
-
-    def retry(self, job_ids: Iterable[str] | None) -> list[str]:
-        given = None if job_ids is None else list(job_ids)
-
-        def requeue(cur: psycopg.Cursor[Any]) -> list[str]:
-            if given is None:
-                cur.execute(self._sql("SELECT id FROM {s}.jobs WHERE status = 'dead' ORDER BY id FOR UPDATE"))
-                ids = [r["id"] for r in cur.fetchall()]
-            else:
-                ids = []
-                for job_id in given:
-                    full = self._resolve(cur, job_id)
-                    cur.execute(self._sql("SELECT status FROM {s}.jobs WHERE id = %s FOR UPDATE"), (full,))
-                    status = cur.fetchone()["status"]
-                    if status not in ("dead", "cancelled"):
-                        raise QueueError(f"job {full} is {status}: only dead or cancelled jobs can be retried")
-                    ids.append(full)
-            if ids:
-                cur.execute(self._sql(
-                    "UPDATE {s}.jobs SET status = 'queued', attempts = 0, run_at = now(), dead_at = NULL,"
-                    " finished_at = NULL, cancel_requested = false WHERE id = ANY(%s)"), (ids,))
-                self._notify(cur)
-            return ids
-
-        return self._run(requeue)
-
-    def cancel(self, job_id: str) -> str:
-        def stop(cur: psycopg.Cursor[Any]) -> str:
-            full = self._resolve(cur, job_id)
-            cur.execute(self._sql("SELECT status FROM {s}.jobs WHERE id = %s FOR UPDATE"), (full,))
-            status = cur.fetchone()["status"]
-            if status == "queued":
-                cur.execute(self._sql("UPDATE {s}.jobs SET status = 'cancelled', finished_at = now() WHERE id = %s"),
-                            (full,))
-                return "cancelled"
-            if status == "running":
-                cur.execute(self._sql("UPDATE {s}.jobs SET cancel_requested = true WHERE id = %s"), (full,))
-                return "running"
-            raise QueueError(f"job {full} is already {status}")
-
-        return self._run(stop)
-
-    # -- workers ---------------------------------------------------------
-    def claim(self, worker_id: str, limit: int, lease_s: float) -> list[Job]:
-        if limit <= 0:
-            return []
-
-        def take(cur: psycopg.Cursor[Any]) -> list[Job]:
-            cur.execute(self._claim_sql, {"limit": limit, "worker": worker_id, "lease": float(lease_s)})
-            return [Job(**r) for r in cur.fetchall()]
-
-        return self._run(take)
-
-    def claim_one(self, job_id: str, worker_id: str, lease_s: float) -> Job:
-        def take(cur: psycopg.Cursor[Any]) -> Job:
-            full = self._resolve(cur, job_id)
-            cur.execute(self._sql(
-                "SELECT status, lease_owner, extract(epoch FROM lease_expires_at - now())::float8 AS left_s"
-                " FROM {s}.jobs WHERE id = %s FOR UPDATE"), (full,))
-            row = cur.fetchone()
-            if row["status"] == "running" and row["left_s"] is not None and row["left_s"] >= 0:
-                raise QueueError(f"job {full} is running on {row['lease_owner']} (lease valid for "
-                                 f"{row['left_s']:.0f} s more)")
-            if row["status"] == "running":
-                self._close_attempt(cur, full, AttemptEnd("lost", error="lease expired: its worker stopped renewing it"),
-                                    0.0)
-            cur.execute(self._sql(
-                "UPDATE {s}.jobs SET status = 'running', attempts = attempts + 1, attempt_seq = attempt_seq + 1,"
-                " lease_owner = %s, lease_expires_at = now() + make_interval(secs => %s), started_at = now(),"
-                " finished_at = NULL, dead_at = NULL, cancel_requested = false WHERE id = %s"
-                " RETURNING attempt_seq"), (worker_id, float(lease_s), full))
-            number = cur.fetchone()["attempt_seq"]
-            cur.execute(self._sql("INSERT INTO {s}.attempts (job_id, number, worker, started_at)"
-                                  " VALUES (%s, %s, %s, now())"), (full, number, worker_id))
-            return self._job(cur, full)
-
-        return self._run(take)
-
-    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None, float | None]],
-                  lease_s: float) -> set[str]:
-        if not progress:
-            return set()
-        ids = list(progress)
-        params = {"ids": ids, "done": [progress[i][0] for i in ids], "total": [progress[i][1] for i in ids],
-                  "peak": [progress[i][2] for i in ids], "worker": worker_id, "lease": float(lease_s)}
-
-        def beat(cur: psycopg.Cursor[Any]) -> set[str]:
-            cur.execute(self._heartbeat_sql, params)
-            return {r["id"] for r in cur.fetchall()}
-
-        return self._run(beat)
-
-    def record_page(self, job_id: str, worker_id: str, pass_name: str, page: int, result: dict[str, Any]) -> bool:
-        def store(cur: psycopg.Cursor[Any]) -> bool:
-            # FOR SHARE holds off a concurrent reclaim or finish until the page is in,
-            # so a page is only ever stored under a live lease.
-            cur.execute(self._sql(
-                "INSERT INTO {s}.pages (job_id, pass, page, result)"
-                " SELECT id, %s, %s, %s FROM {s}.jobs"
-                "  WHERE id = %s AND lease_owner = %s AND status = 'running' FOR SHARE"
-                " ON CONFLICT (job_id, pass, page) DO UPDATE SET result = excluded.result, stored_at = now()"),
-                (pass_name, page, Jsonb(result), job_id, worker_id))
-            return cur.rowcount > 0
-
-        return self._run(store)
-
-    def _close_attempt(self, cur: psycopg.Cursor[Any], job_id: str, end: AttemptEnd, retry_delay_s: float) -> str:
-        """Close the job's open attempt with `end` and move the job on; the row must be locked."""
-        cur.execute(self._sql("SELECT attempts, max_attempts, attempt_seq FROM {s}.jobs WHERE id = %s"), (job_id,))
-        job = cur.fetchone()
-        counted = end.outcome not in NOT_COUNTED
-        attempts = job["attempts"] if counted else job["attempts"] - 1
-        state = next_state(end.outcome, attempts, job["max_attempts"])
-        cur.execute(self._sql(
-            "UPDATE {s}.attempts SET outcome = %s, counted = %s, exit_code = %s, signal = %s, peak_mb = %s,"
-            " peak_rss_mb = %s, ended_at = now(), duration_s = extract(epoch FROM now() - started_at)::float8,"
-            " last_page = %s, error = %s, traceback = %s WHERE job_id = %s AND number = %s"),
-            (end.outcome, counted, end.exit_code, end.signal, end.peak_mb, end.peak_rss_mb, end.last_page,
-             end.error, end.traceback, job_id, job["attempt_seq"]))
-        terminal = state in ("succeeded", "dead", "cancelled")
-        cur.execute(self._sql(
-            "UPDATE {s}.jobs SET status = %(state)s, attempts = %(attempts)s, lease_owner = NULL,"
-            " lease_expires_at = NULL, last_outcome = %(outcome)s,"
-            " last_error = CASE WHEN %(outcome)s = 'succeeded' THEN last_error ELSE %(error)s END,"
-            " peak_mb = greatest(peak_mb, %(peak)s::float8), result = coalesce(%(result)s, result),"
-            " run_at = now() + make_interval(secs => %(delay)s),"
-            " finished_at = CASE WHEN %(terminal)s THEN now() END,"
-            " dead_at = CASE WHEN %(state)s = 'dead' THEN now() END, cancel_requested = false"
-            " WHERE id = %(id)s"),
-            {"state": state, "attempts": attempts, "outcome": end.outcome, "error": end.error, "peak": end.peak_mb,
-             "result": Jsonb(end.result) if end.result is not None else None,
-             "delay": float(retry_delay_s) if counted else 0.0, "terminal": terminal, "id": job_id})
-        if state == "queued":
-            self._notify(cur)
-        return state
-
-    def finish(self, job_id: str, worker_id: str, end: AttemptEnd, retry_delay_s: float) -> str | None:
-        if end.outcome not in OUTCOMES:
-            raise QueueError(f"unknown outcome {end.outcome!r}")
-        closed: dict[str, Any] = {}
-
-        def close(cur: psycopg.Cursor[Any]) -> str | None:
-            # The lock makes the lease check and the update one step: a reclaim on
-            # another host either happens before (and we see the lease gone) or waits.
-            cur.execute(self._sql("SELECT attempt_seq FROM {s}.jobs"
-                                  " WHERE id = %s AND lease_owner = %s AND status = 'running' FOR UPDATE"),
-                        (job_id, worker_id))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            closed["number"] = row["attempt_seq"]
-            closed["state"] = self._close_attempt(cur, job_id, end, retry_delay_s)
-            return closed["state"]
-
-        def stored(cur: psycopg.Cursor[Any]) -> str | None:
-            # COMMIT broke: the attempt row says whether it went through.
-            cur.execute(self._sql("SELECT outcome FROM {s}.attempts WHERE job_id = %s AND number = %s AND worker = %s"),
-                        (job_id, closed.get("number"), worker_id))
-            row = cur.fetchone()
-            if row is None or row["outcome"] != end.outcome:
-                raise QueueUnavailable("connection lost while finishing the job: not stored yet")
-            return closed["state"]
-
-        return self._run(close, verify=stored)
-
-    def reclaim_expired(self, retry_delay_s: float) -> list[str]:
-        def reclaim(cur: psycopg.Cursor[Any]) -> list[str]:
-            # SKIP LOCKED: a row locked right now is being finished or renewed by its
-            # owner, so it is not abandoned; and two hosts reclaiming at once split the work.
-            cur.execute(self._sql("SELECT id, lease_owner FROM {s}.jobs"
-                                  " WHERE status = 'running' AND lease_expires_at < now()"
-                                  " ORDER BY id FOR UPDATE SKIP LOCKED"))
-            rows = cur.fetchall()
-            for row in rows:
-                self._close_attempt(cur, row["id"], AttemptEnd(
-                    "lost", error=f"lease expired: worker {row['lease_owner']} stopped renewing it"), retry_delay_s)
-            return [r["id"] for r in rows]
-
-        return self._run(reclaim)
-
-    def register_worker(self, info: WorkerInfo) -> None:
-        def upsert(cur: psycopg.Cursor[Any]) -> None:
-            cur.execute(self._sql(
-                "INSERT INTO {s}.workers (id, host, pid, version, started_at, last_seen, running)"
-                " VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), %s)"
-                " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
-                " version = excluded.version, started_at = excluded.started_at, last_seen = excluded.last_seen,"
-                " running = excluded.running"),
-                (info.id, info.host, info.pid, info.version, info.started_at, info.last_seen, info.running))
-
-        self._run(upsert)
-
-    def worker_seen(self, worker_id: str, running: int) -> None:
-        self._run(lambda cur: cur.execute(
-            self._sql("UPDATE {s}.workers SET last_seen = now(), running = %s WHERE id = %s"), (running, worker_id)))
-
-    def unregister_worker(self, worker_id: str) -> None:
-        self._run(lambda cur: cur.execute(self._sql("DELETE FROM {s}.workers WHERE id = %s"), (worker_id,)))
-
-    def workers(self) -> list[WorkerInfo]:
-        def read(cur: psycopg.Cursor[Any]) -> list[WorkerInfo]:
-            cur.execute(self._sql(f"SELECT {WORKER_COLUMNS} FROM {{s}}.workers ORDER BY started_at, id"))
-            return [WorkerInfo(**r) for r in cur.fetchall()]
-
-        return self._run(read)
 
     # -- waiting ---------------------------------------------------------
     def wakeup_fileno(self) -> int | None:
@@ -726,16 +288,16 @@ class PostgresQueue(Queue):
             self._warnings.append(f"LISTEN unavailable, polling for now: {exc}")
             return
         try:
-            listener.execute(f'LISTEN "{self.channel}"')
-            listener.execute(f'LISTEN "{probe}"')
-            self._run(lambda cur: cur.execute("SELECT pg_notify(%s, 'probe')", (probe,)))
+            listener.execute(self._on_channel("listen", self.channel))
+            listener.execute(self._on_channel("listen", probe))
+            self._transaction(lambda tx: tx.run("notify_probe", channel=probe))
             arrived = False
             deadline = time.monotonic() + LISTEN_PROBE_S
             while not arrived and (left := deadline - time.monotonic()) > 0:
                 # A job notification may come first; only the probe proves delivery.
                 for note in listener.notifies(timeout=left, stop_after=1):
                     arrived = note.channel == probe
-            listener.execute(f'UNLISTEN "{probe}"')
+            listener.execute(self._on_channel("unlisten", probe))
         except (psycopg.Error, QueueError) as exc:
             listener.close()
             self._listen_later()
@@ -755,6 +317,9 @@ class PostgresQueue(Queue):
         self._listener = listener
         self._listen_backoff_s = 1.0
 
+    def _on_channel(self, name: str, channel: str) -> sql.Composed:
+        return sql.SQL(self._statements[name]).format(channel=sql.Identifier(channel))
+
     def _listen_later(self) -> None:
         self._listen_retry_at = time.monotonic() + self._listen_backoff_s
         self._listen_backoff_s = min(self._listen_backoff_s * 2, LISTEN_RETRY_MAX_S)
@@ -769,7 +334,7 @@ class PostgresQueue(Queue):
                 # connection (restart, pg_terminate_backend) and the socket is at EOF.
                 # psycopg only notices on a round trip; without one the socket stays
                 # readable and the caller's select() would spin.
-                listener.execute("SELECT 1")
+                listener.execute(self._statements["ping"])
         except psycopg.Error as exc:
             # The socket turned readable because the connection died (server restart):
             # drop it so select() stops firing, and LISTEN again after a pause.

@@ -1,0 +1,300 @@
+"""The queue contract written once, over named SQL statements.
+
+A backend supplies its statements (one `.sql` file, see `queries.py`), a way to run
+a function inside one transaction (`_transaction`), and the conversion of its rows
+and parameters; what a job may do and where it goes next comes from `rules.py`.
+What really differs stays in the backend: locking (`FOR UPDATE SKIP LOCKED`
+against SQLite's one writer), LISTEN/NOTIFY, connections and reconnects.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+import uuid
+from dataclasses import fields
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
+
+from . import rules
+from .base import Attempt, AttemptEnd, Job, NewJob, Queue, WorkerInfo
+from .errors import QueueUnavailable
+
+T = TypeVar("T")
+
+JOB_FIELDS = tuple(f.name for f in fields(Job))
+ATTEMPT_FIELDS = tuple(f.name for f in fields(Attempt))
+WORKER_FIELDS = tuple(f.name for f in fields(WorkerInfo))
+
+
+class Tx(Protocol):
+    """Named statements run inside one open transaction; rows come back as dicts."""
+
+    def all(self, name: str, /, **params: Any) -> list[dict[str, Any]]: ...
+
+    def one(self, name: str, /, **params: Any) -> dict[str, Any] | None: ...
+
+    def run(self, name: str, /, **params: Any) -> int:
+        """Run a statement for its effect; the number of rows it changed."""
+
+    def many(self, name: str, /, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class SQLQueue(Queue):
+    # PostgreSQL opens the attempt row in the same statement that starts the job
+    # (claim_jobs, start_job); SQLite runs open_attempt after it.
+    opens_attempts_in_claim = False
+
+    # -- what a backend supplies ------------------------------------------
+    @abc.abstractmethod
+    def _transaction(self, fn: Callable[[Tx], T], verify: Callable[[Tx], T] | None = None,
+                     write: bool = True) -> T:
+        """Run `fn` in one transaction and return what it returns.
+
+        `verify`, where given, answers the same question on a fresh connection when
+        the connection broke during COMMIT (did the change land?)."""
+
+    @abc.abstractmethod
+    def _decode(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A row in Python's terms: Unix seconds for times, lists and dicts for JSON, bools."""
+
+    @abc.abstractmethod
+    def _json(self, value: Any) -> Any:
+        """A JSON parameter as the driver takes it."""
+
+    @abc.abstractmethod
+    def _ids(self, ids: Sequence[str]) -> Any:
+        """A list-of-ids parameter as the backend's SQL takes it."""
+
+    def _wake(self, tx: Tx) -> None:
+        """New or requeued work is there (PostgreSQL: NOTIFY at commit)."""
+
+    # -- rows ---------------------------------------------------------------
+    def _job(self, row: Mapping[str, Any]) -> Job:
+        data = self._decode(row)
+        return Job(**{name: data[name] for name in JOB_FIELDS})
+
+    def _attempt(self, row: Mapping[str, Any]) -> Attempt:
+        data = self._decode(row)
+        return Attempt(**{name: data[name] for name in ATTEMPT_FIELDS})
+
+    def _resolve(self, tx: Tx, job_id: str) -> str:
+        matches = tx.all("resolve_prefix", prefix=rules.id_prefix(job_id) + "%")
+        return rules.resolved(job_id, [r["id"] for r in matches])
+
+    def _read(self, fn: Callable[[Tx], T]) -> T:
+        return self._transaction(fn, write=False)
+
+    # -- producers and operators -----------------------------------------
+    def submit(self, jobs: Sequence[NewJob]) -> list[str]:
+        if not jobs:
+            return []
+        now = time.time()
+        rows = [{"id": uuid.uuid4().hex, "source": j.source, "passes": self._json(j.passes),
+                 "options": self._json(j.options), "priority": j.priority, "run_at": j.run_at,
+                 "max_attempts": j.max_attempts, "now": now} for j in jobs]
+        ids = [r["id"] for r in rows]
+
+        def insert(tx: Tx) -> list[str]:
+            tx.many("insert_job", rows)
+            self._wake(tx)
+            return ids
+
+        def landed(tx: Tx) -> list[str]:
+            # The ids were made here, so a look tells whether they were stored.
+            found = tx.one("count_jobs_among", ids=self._ids(ids))
+            if found is None or found["n"] != len(ids):
+                raise QueueUnavailable("connection lost while submitting: the jobs were not stored")
+            return ids
+
+        return self._transaction(insert, verify=landed)
+
+    def get(self, job_id: str) -> Job:
+        def read(tx: Tx) -> Job:
+            row = tx.one("job", id=self._resolve(tx, job_id))
+            assert row is not None  # resolved in this transaction
+            return self._job(row)
+
+        return self._read(read)
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        return self._read(lambda tx: [self._attempt(r) for r in tx.all("job_attempts", id=self._resolve(tx, job_id))])
+
+    def pages(self, job_id: str, pass_name: str | None = None) -> list[tuple[str, int, dict[str, Any]]]:
+        def read(tx: Tx) -> list[tuple[str, int, dict[str, Any]]]:
+            rows = tx.all("job_pages", id=self._resolve(tx, job_id), **{"pass": pass_name})
+            return [(r["pass"], r["page"], self._decode(r)["result"]) for r in rows]
+
+        return self._read(read)
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(rules.JOB_STATES, 0)
+        counts.update({r["status"]: r["n"] for r in self._read(lambda tx: tx.all("count_by_state"))})
+        return counts
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit}
+        if status is None:
+            name = "list_jobs"
+        else:
+            rules.check_state(status)
+            name = "list_dead_jobs" if status == "dead" else "list_jobs_in_state"
+            params["status"] = status
+        return [self._job(r) for r in self._read(lambda tx: tx.all(name, **params))]
+
+    def expired_leases(self) -> list[Job]:
+        return [self._job(r) for r in self._read(lambda tx: tx.all("expired_leases", now=time.time()))]
+
+    def has_queued(self) -> bool:
+        row = self._read(lambda tx: tx.one("any_queued"))
+        return bool(row and row["any"])
+
+    def retry(self, job_ids: Iterable[str] | None) -> list[str]:
+        given = None if job_ids is None else list(job_ids)
+
+        def requeue(tx: Tx) -> list[str]:
+            if given is None:
+                ids = [r["id"] for r in tx.all("lock_dead_jobs")]
+            else:
+                ids = []
+                for job_id in given:
+                    full = self._resolve(tx, job_id)
+                    rules.check_retry(full, self._lock(tx, full)["status"])
+                    ids.append(full)
+            now = time.time()
+            tx.many("requeue_job", [{"id": i, "now": now} for i in ids])
+            if ids:
+                self._wake(tx)
+            return ids
+
+        return self._transaction(requeue)
+
+    def cancel(self, job_id: str) -> str:
+        def stop(tx: Tx) -> str:
+            full = self._resolve(tx, job_id)
+            action = rules.cancel_action(full, self._lock(tx, full)["status"])
+            if action == "cancelled":
+                tx.run("cancel_queued_job", id=full, now=time.time())
+            else:
+                tx.run("request_cancel", id=full)
+            return action
+
+        return self._transaction(stop)
+
+    def _lock(self, tx: Tx, full_id: str) -> dict[str, Any]:
+        row = tx.one("lock_job", id=full_id, now=time.time())
+        assert row is not None  # resolved in this transaction, and jobs are only deleted by purge
+        return row
+
+    # -- workers ---------------------------------------------------------
+    def claim(self, worker_id: str, limit: int, lease_s: float) -> list[Job]:
+        if limit <= 0:
+            return []
+
+        def take(tx: Tx) -> list[Job]:
+            now = time.time()
+            rows = tx.all("claim_jobs", worker=worker_id, limit=limit, lease=float(lease_s), now=now)
+            self._start_attempts(tx, rows, worker_id, now)
+            jobs = [self._job(r) for r in rows]
+            # RETURNING gives no order on SQLite; the claim order is the contract's.
+            return sorted(jobs, key=lambda j: (-j.priority, j.run_at))
+
+        return self._transaction(take)
+
+    def claim_one(self, job_id: str, worker_id: str, lease_s: float) -> Job:
+        def take(tx: Tx) -> Job:
+            full = self._resolve(tx, job_id)
+            row = self._lock(tx, full)
+            if rules.claim_one_closes_lost(full, row["status"], row["lease_owner"], row["lease_left_s"]):
+                self._close_attempt(tx, full, AttemptEnd("lost", error=rules.lost_error(row["lease_owner"])), 0.0)
+            now = time.time()
+            started = tx.all("start_job", id=full, worker=worker_id, lease=float(lease_s), now=now)
+            self._start_attempts(tx, started, worker_id, now)
+            return self._job(started[0])
+
+        return self._transaction(take)
+
+    def _start_attempts(self, tx: Tx, started: Sequence[Mapping[str, Any]], worker_id: str, now: float) -> None:
+        if self.opens_attempts_in_claim:
+            return
+        tx.many("open_attempt", [{"id": r["id"], "number": r["attempt_seq"], "worker": worker_id, "now": now}
+                                 for r in started])
+
+    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None, float | None]],
+                  lease_s: float) -> set[str]:
+        if not progress:
+            return set()
+        beats = [{"id": job_id, "done": done, "total": total, "peak": peak}
+                 for job_id, (done, total, peak) in progress.items()]
+
+        def beat(tx: Tx) -> set[str]:
+            tx.run("renew_leases", beats=self._json(beats), worker=worker_id, lease=float(lease_s), now=time.time())
+            return {r["id"] for r in tx.all("leases_to_stop", ids=self._ids(list(progress)), worker=worker_id)}
+
+        return self._transaction(beat)
+
+    def record_page(self, job_id: str, worker_id: str, pass_name: str, page: int, result: dict[str, Any]) -> bool:
+        def store(tx: Tx) -> bool:
+            return tx.run("store_page", id=job_id, worker=worker_id, page=page, result=self._json(result),
+                          now=time.time(), **{"pass": pass_name}) > 0
+
+        return self._transaction(store)
+
+    def _close_attempt(self, tx: Tx, job_id: str, end: AttemptEnd, retry_delay_s: float) -> str:
+        """Close the job's open attempt with `end` and move the job on; the job's row is locked."""
+        job = self._lock(tx, job_id)
+        close = rules.closing(end.outcome, job["attempts"], job["max_attempts"], retry_delay_s)
+        now = time.time()
+        tx.run("close_attempt", id=job_id, number=job["attempt_seq"], outcome=end.outcome, counted=close.counted,
+               exit_code=end.exit_code, signal=end.signal, peak_mb=end.peak_mb, peak_rss_mb=end.peak_rss_mb,
+               last_page=end.last_page, error=end.error, traceback=end.traceback, now=now)
+        tx.run("move_job", id=job_id, state=close.state, attempts=close.attempts, outcome=end.outcome,
+               error=end.error, peak=end.peak_mb, result=None if end.result is None else self._json(end.result),
+               delay=close.retry_delay_s, final=close.final, dead=close.dead, now=now)
+        if close.state == "queued":
+            self._wake(tx)
+        return close.state
+
+    def finish(self, job_id: str, worker_id: str, end: AttemptEnd, retry_delay_s: float) -> str | None:
+        rules.check_outcome(end.outcome)
+        number: list[int] = []  # the attempt closed, for `stored`
+        state: list[str] = []
+
+        def close(tx: Tx) -> str | None:
+            owned = tx.one("lock_owned_job", id=job_id, worker=worker_id)
+            if owned is None:
+                return None
+            number[:] = [owned["attempt_seq"]]
+            state[:] = [self._close_attempt(tx, job_id, end, retry_delay_s)]
+            return state[0]
+
+        def stored(tx: Tx) -> str | None:
+            # COMMIT broke: the attempt row says whether it went through.
+            row = tx.one("attempt_outcome", id=job_id, number=number[0] if number else None, worker=worker_id)
+            if row is None or row["outcome"] != end.outcome or not state:
+                raise QueueUnavailable("connection lost while finishing the job: not stored yet")
+            return state[0]
+
+        return self._transaction(close, verify=stored)
+
+    def reclaim_expired(self, retry_delay_s: float) -> list[str]:
+        def reclaim(tx: Tx) -> list[str]:
+            rows = tx.all("lock_expired_leases", now=time.time())
+            for row in rows:
+                self._close_attempt(tx, row["id"], AttemptEnd("lost", error=rules.lost_error(row["lease_owner"])),
+                                    retry_delay_s)
+            return [r["id"] for r in rows]
+
+        return self._transaction(reclaim)
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        self._transaction(lambda tx: tx.run("upsert_worker", **info.__dict__))
+
+    def worker_seen(self, worker_id: str, running: int) -> None:
+        self._transaction(lambda tx: tx.run("worker_seen", id=worker_id, running=running, now=time.time()))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._transaction(lambda tx: tx.run("delete_worker", id=worker_id))
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._read(lambda tx: tx.all("list_workers"))
+        return [WorkerInfo(**{name: self._decode(r)[name] for name in WORKER_FIELDS}) for r in rows]
