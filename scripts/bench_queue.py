@@ -44,7 +44,7 @@ from docsuper.supervisor.queue.postgres import PostgresQueue  # noqa: E402
 class SilentQueue(PostgresQueue):
     """Submits without NOTIFY, so only polling can find the job (the `queue.listen = false` case)."""
 
-    def _notify(self, cur: Any) -> None:
+    def _wake(self, tx: Any) -> None:
         pass
 
 
