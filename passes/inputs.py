@@ -35,6 +35,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
 from docsuper.supervisor.config import InputsConfig, OcrConfig
+from docsuper.supervisor.redact import redact
 
 from .api import InvalidInput, PassContext
 
@@ -177,7 +178,8 @@ def download(url: str, limits: Limits, workdir: Path) -> Path:
     """Stream `url` into workdir; never more than inputs.max_file_mb on disk or in memory."""
     first_origin = _origin(url)
     token = _token_headers(url, limits)
-    shown = urlsplit(url)._replace(query="", fragment="").geturl()  # signed URLs carry secrets in the query
+    # Signed URLs carry secrets in the query; user-info is a password or a token.
+    shown = redact(urlsplit(url)._replace(query="", fragment="").geturl())
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(current)

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 from typing import Any, Callable, NoReturn, Sequence
 
 import click
@@ -15,6 +16,7 @@ import click
 from docsuper import __version__
 
 from .config import Config, ConfigError, describe, load_config
+from .redact import redact, redact_value, remember
 from .queue.base import JOB_STATES, Job, JobNotFound, NewJob, Queue, QueueError, SchemaOutdated, open_queue
 
 EXIT_USAGE = 2
@@ -60,7 +62,7 @@ class DocsuperGroup(click.Group):
 
 
 def _fail(message: str, code: int, prefix: str = "docsuper") -> NoReturn:
-    click.echo(f"{prefix}: {_one_line(message)}", err=True)
+    click.echo(f"{prefix}: {_one_line(redact(message))}", err=True)
     sys.exit(code)
 
 
@@ -76,6 +78,7 @@ class State:
                 self._config = load_config(self.config_path)
             except ConfigError as exc:
                 raise Failure(str(exc), EXIT_USAGE) from None
+            _remember_secrets(self._config)
         return self._config
 
     def queue(self, check_schema: bool = True) -> Queue:
@@ -88,6 +91,17 @@ class State:
             raise Failure(str(exc), EXIT_USAGE) from None
         except QueueError as exc:
             raise Failure(str(exc)) from None
+
+
+def _remember_secrets(cfg: Config) -> None:
+    """Mask the queue's password and the download token wherever they might appear, however quoted."""
+    parts = urlsplit(cfg.queue.url)
+    remember(parts.password)
+    for key, value in parse_qsl(parts.query):
+        if key.lower() in ("password", "sslpassword"):
+            remember(value)
+    if cfg.inputs.bearer_token_env:
+        remember(os.environ.get(cfg.inputs.bearer_token_env))
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,7 +181,7 @@ def once(state: State, job_id: str) -> None:
     with queue:
         job = queue.claim_one(job_id, f"once:{os.getpid()}", cfg.queue.lease_s)
         click.echo(f"job {job.id}  attempt {job.attempts}/{job.max_attempts}  passes {','.join(job.passes)}  "
-                   f"source {job.source or '-'}")
+                   f"source {redact(job.source or '-')}")
         supervisor = Supervisor(cfg, queue, Logger("warning", cfg.log.format, sys.stderr), on_event=show)
         supervisor.worker_id = f"once:{os.getpid()}"
         supervisor.run(only=job)
@@ -234,7 +248,7 @@ def submit(state: State, paths: tuple[str, ...], priority: int, max_attempts: in
     with state.queue() as queue:
         ids = queue.submit(jobs)
     if as_json:
-        click.echo(json.dumps([{"id": i, "source": j.source} for i, j in zip(ids, jobs)]))
+        click.echo(json.dumps([{"id": i, "source": redact(j.source or "") or None} for i, j in zip(ids, jobs)]))
     else:
         for job_id in ids:
             click.echo(job_id)
@@ -273,13 +287,13 @@ def status(state: State, as_json: bool) -> None:
         dead = queue.list_jobs("dead", limit=10)
         workers = queue.workers()
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json.dumps(redact_value({
             "counts": counts,
             "running": [j.as_dict() for j in running],
             "expired_leases": [j.id for j in expired],
             "dead": [j.as_dict() for j in dead],
             "workers": [w.__dict__ for w in workers],
-        }, default=str))
+        })))
         return
     click.echo("  ".join(f"{s} {counts[s]}" for s in JOB_STATES))
     if workers:
@@ -298,7 +312,7 @@ def status(state: State, as_json: bool) -> None:
     if dead:
         click.echo("\nrecent dead letters")
         for j in dead:
-            click.echo(f"  {j.id}  {j.last_outcome}  {_ago(j.dead_at)}  {(j.last_error or '')[:100]}")
+            click.echo(f"  {j.id}  {j.last_outcome}  {_ago(j.dead_at)}  {redact(j.last_error or '')[:100]}")
 
 
 @main.command("list")
@@ -312,14 +326,14 @@ def list_jobs(state: State, status_filter: str | None, limit: int, as_json: bool
     with state.queue() as queue:
         jobs = queue.list_jobs(status_filter, limit)
     if as_json:
-        click.echo(json.dumps([j.as_dict() for j in jobs], default=str))
+        click.echo(json.dumps(redact_value([j.as_dict() for j in jobs])))
         return
     click.echo(f"{'job':<12} {'state':<10} {'outcome':<14} {'tries':>5} {'peak_mb':>8} {'pages':>7}  source / error")
     for j in reversed(jobs):
         peak = f"{j.peak_mb:.0f}" if j.peak_mb is not None else "-"
-        detail = Path(j.source).name if j.source and "://" not in j.source else (j.source or ",".join(j.passes))
+        detail = Path(j.source).name if j.source and "://" not in j.source else redact(j.source or ",".join(j.passes))
         if j.status in ("dead", "cancelled") and j.last_error:
-            detail += f": {j.last_error[:90]}"
+            detail += f": {redact(j.last_error)[:90]}"
         click.echo(f"{j.id[:12]:<12} {j.status:<10} {j.last_outcome or '-':<14} "
                    f"{j.attempts:>2}/{j.max_attempts:<2} {peak:>8} {_progress(j):>7}  {detail}")
 
@@ -340,7 +354,7 @@ def show(state: State, job_id: str, as_json: bool, text: bool) -> None:
             return
         attempts = queue.attempts(job.id)
     if as_json:
-        click.echo(json.dumps({**job.as_dict(), "attempts_detail": [a.as_dict() for a in attempts]}, default=str))
+        click.echo(json.dumps(redact_value({**job.as_dict(), "attempts_detail": [a.as_dict() for a in attempts]})))
         return
     fields = ["status", "source", "passes", "priority", "attempts", "max_attempts", "progress", "peak_mb",
               "last_outcome", "last_error", "lease_owner", "created_at", "started_at", "finished_at", "dead_at"]
@@ -351,9 +365,9 @@ def show(state: State, job_id: str, as_json: bool, text: bool) -> None:
             value = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))} ({_ago(value)})"
         if name == "passes":
             value = ",".join(value)
-        click.echo(f"  {name:<13} {value if value is not None else '-'}")
+        click.echo(f"  {name:<13} {redact(str(value)) if value is not None else '-'}")
     if job.result:
-        click.echo(f"  {'result':<13} {json.dumps(job.result)[:500]}")
+        click.echo(f"  {'result':<13} {json.dumps(redact_value(job.result))[:500]}")
     click.echo("attempts")
     for a in attempts:
         how = f"signal {a.signal}" if a.signal else f"exit {a.exit_code}" if a.exit_code is not None else ""
@@ -362,7 +376,7 @@ def show(state: State, job_id: str, as_json: bool, text: bool) -> None:
                    f"(rss {a.peak_rss_mb or 0:.0f})  {a.duration_s or 0:.2f} s  page {a.last_page or '-'}  "
                    f"{'' if a.counted else '(not counted) '}{a.worker}")
         if a.error:
-            click.echo(f"      {a.error}")
+            click.echo(f"      {redact(a.error)}")
 
 
 @main.command()
@@ -409,10 +423,12 @@ def migrate(state: State) -> None:
 @click.pass_obj
 def show_config(state: State) -> None:
     """Print every setting's value and where to override it."""
-    values = state.config.as_dict()
+    cfg = state.config
+    values = cfg.as_dict()
     for key, env, _default, help_text in describe():
         section, name = key.split(".")
-        click.echo(f"{key:<28} = {values[section][name]!r:<28} {env}")
+        origin = f"  (from {cfg.origins[key]})" if key in cfg.origins else ""
+        click.echo(f"{key:<28} = {redact(repr(values[section][name])):<28} {env}{origin}")
 
 
 @main.command()

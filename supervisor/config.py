@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
+
+from .redact import redact
 
 # A config file is a few kilobytes; reading stops here so `--config /dev/zero` cannot hang or eat memory.
 MAX_CONFIG_BYTES = 1 << 20
@@ -46,6 +49,7 @@ class Key:
     choices: tuple[str, ...] | None = None
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
     help: str = ""
+    secret: bool = False  # may hold a password: never echoed whole, not even when malformed
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,14 @@ class _Rules:
     choices: tuple[str, ...] | None
     check: Callable[[Any], str | None] | None
     help: str
+    secret: bool
 
 
 def setting(default: Any, *, min: float | None = None, max: float | None = None,
             choices: tuple[str, ...] | None = None, check: Callable[[Any], str | None] | None = None,
-            help: str = "") -> Any:
+            help: str = "", secret: bool = False) -> Any:
     """A section's field: its default and the rules a value must meet (its type is the annotation)."""
-    return field(default=default, metadata={"rules": _Rules(min, max, choices, check, help)})
+    return field(default=default, metadata={"rules": _Rules(min, max, choices, check, help, secret)})
 
 
 S = TypeVar("S", bound="Section")
@@ -80,7 +85,8 @@ class Section:
         for f in fields(cls):  # type: ignore[arg-type]  # every subclass is a dataclass
             rules: _Rules = f.metadata["rules"]
             kind = typing.get_origin(hints[f.name]) or hints[f.name]
-            keys[f.name] = Key(kind, f.default, rules.min, rules.max, rules.choices, rules.check, rules.help)
+            keys[f.name] = Key(kind, f.default, rules.min, rules.max, rules.choices, rules.check, rules.help,
+                               rules.secret)
         return keys
 
     @classmethod
@@ -103,17 +109,44 @@ class Section:
 
 # --- checks of single values ---------------------------------------------------------
 
-def _url_check(value: str) -> str | None:
-    if value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+def _queue_url_check(value: str) -> str | None:
+    if value.startswith("sqlite:"):
+        if not value.startswith("sqlite:///"):
+            return "a SQLite queue is sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH"
+        path = value[len("sqlite:///"):]
+        if path in ("", ":memory:") or path.startswith(("file:", ":memory:")):
+            # Each process would get its own empty queue: `submit` prints an id no daemon ever sees.
+            return "must name a file (a queue in memory or without a path loses every job)"
         return None
+    if value.startswith(("postgresql://", "postgres://")):
+        return _postgres_url_problem(value)
     return "must start with sqlite:/// or postgresql://"
 
 
-def _identifier_check(value: str) -> str | None:
-    if value and len(value) <= 63 and (value[0].isalpha() or value[0] == "_") and value.isascii() \
-            and all(c.isalnum() or c == "_" for c in value):
+def _postgres_url_problem(url: str) -> str | None:
+    """What libpq would refuse in this URL, with its password kept out of the message."""
+    from psycopg import Error as PsycopgError  # lazy: only a PostgreSQL URL needs it
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except PsycopgError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = re.search(r"://[^/@]*?:([^/@]*)@", url)
+        if password and password.group(1):
+            message = message.replace(password.group(1), "***")
+        return f"not a valid PostgreSQL URL ({message})"
+    port = str(params.get("port", "5432"))
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
+        return f"not a valid PostgreSQL URL (port {port!r} is not a number from 1 to 65535)"
+    return None
+
+
+def _schema_name_check(value: str) -> str | None:
+    # The PostgreSQL backend checks the same rule (it quotes the name into every statement).
+    if re.fullmatch(r"[a-z_][a-z0-9_]{0,46}", value):
         return None
-    return "must be a plain SQL name (letters, digits and _, at most 63, not starting with a digit)"
+    return "must be lower-case letters, digits and _ (at most 47, not starting with a digit)"
 
 
 # --- the sections ---------------------------------------------------------------------
@@ -121,9 +154,9 @@ def _identifier_check(value: str) -> str | None:
 @dataclass(frozen=True)
 class QueueConfig(Section):
     section: ClassVar[str] = "queue"
-    url: str = setting("sqlite:///docsuper.db", check=_url_check,
+    url: str = setting("sqlite:///docsuper.db", check=_queue_url_check, secret=True,
                        help="sqlite:///PATH (embedded default) or postgresql://… (DATABASE_URL)")
-    schema: str = setting("docsuper", check=_identifier_check, help="PostgreSQL schema holding docsuper's tables")
+    schema: str = setting("docsuper", check=_schema_name_check, help="PostgreSQL schema holding docsuper's tables")
     poll_interval_s: float = setting(5.0, min=0.05, max=3600, help="idle poll when no NOTIFY arrives")
     lease_s: float = setting(60.0, min=0.5, max=86400,
                              help="a claimed job is reclaimed this long after its last heartbeat "
@@ -293,7 +326,10 @@ def _convert(section: str, name: str, spec: Key, raw: Any, origin: str) -> Any:
 
     def bad(problem: str) -> ConfigError:
         shown = raw if not isinstance(raw, str) or len(raw) <= 80 else raw[:80] + "…"
-        return ConfigError(f"{where}: {problem}, got {shown!r}")
+        if spec.secret and isinstance(shown, str):
+            # Malformed is when redact() may not recognise the URL: mask all between :// and the last @.
+            shown = re.sub(r"(://)[^@]*@", r"\1***@", shown)
+        return ConfigError(redact(f"{where}: {problem}, got {shown!r}"))
 
     value: Any
     if spec.kind is bool:

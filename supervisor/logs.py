@@ -1,4 +1,7 @@
-"""One JSON object per line on stdout: what the operator greps and Render's log view shows."""
+"""One JSON object per line on stdout: what the operator greps and Render's log view shows.
+
+Every string in a record goes through `redact`: a log line is read by more people,
+and kept longer, than any secret should be."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import json
 import sys
 import time
 from typing import Any, TextIO
+
+from .redact import redact_value
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -19,6 +24,7 @@ class Logger:
     def log(self, level: str, event: str, **fields: Any) -> None:
         if LEVELS[level] < self.threshold:
             return
+        fields = {key: redact_value(value) for key, value in fields.items()}
         record = {"ts": round(time.time(), 3), "level": level, "event": event, **fields}
         if self.fmt == "json":
             line = json.dumps(record, default=str, separators=(",", ":"))
@@ -42,3 +48,4 @@ class Logger:
 
     def debug(self, event: str, **fields: Any) -> None:
         self.log("debug", event, **fields)
+

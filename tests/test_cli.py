@@ -77,3 +77,17 @@ def test_selftest_contains_every_scenario(env: Env):
     assert all(r["contained"] for r in rows)
     bomb = rows[1]
     assert bomb["peak_mb"] <= 450 + 50
+
+
+def test_config_and_error_lines_never_show_the_database_password(env: Env):
+    # Issue 9.2: `docsuper config` printed the password; a malformed URL was echoed whole in its error.
+    env.set(DATABASE_URL="postgresql://postgres:pw-config-9f3@127.0.0.1:5432/test?password=pw-query-9f3")
+    env.vars.pop("DOCSUPER_QUEUE_URL")
+    shown = env.cli("config")
+    assert "pw-config-9f3" not in shown.stdout and "pw-query-9f3" not in shown.stdout
+    assert "postgresql://postgres:***@127.0.0.1:5432/test?password=***" in shown.stdout
+    assert "(from DATABASE_URL)" in shown.stdout
+    env.set(DATABASE_URL="postgresql://postgres:pw bad-9f3@127.0.0.1:5432/test")
+    bad = env.cli("status", check=False)
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+    assert "pw bad-9f3" not in bad.stderr and "bad-9f3" not in bad.stderr and "not a valid PostgreSQL URL" in bad.stderr
