@@ -117,6 +117,19 @@ def submit_and_work(spec: QueueSpec, worker: str, rounds: int, per_round: int, b
         results.put((worker, submitted, traceback.format_exc()))
 
 
+def submit_with_key(spec: QueueSpec, key: str, rounds: int, barrier: Any, results: Any) -> None:
+    """Submit the same idempotency key `rounds` times, racing the other processes doing the same."""
+    ids: list[str] = []
+    try:
+        with spec.open() as q:
+            barrier.wait(timeout=60)
+            for _ in range(rounds):
+                ids += q.submit([NewJob(passes=["noop"], idempotency_key=key)])
+        results.put((ids, None))
+    except BaseException:  # noqa: BLE001
+        results.put((ids, traceback.format_exc()))
+
+
 def run_migrate(spec: QueueSpec, barrier: Any, results: Any) -> None:
     try:
         with spec.open() as q:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import select
@@ -63,7 +64,7 @@ def test_a_fresh_schema_is_not_created_on_open(bare_spec: QueueSpec) -> None:
             q.check_schema()
         with pytest.raises(SchemaOutdated, match="docsuper migrate"):
             q.submit([NewJob()])
-        assert q.migrate() == ["0001_initial"]
+        assert q.migrate() == ["0001_initial", "0002_application"]
         q.check_schema()
         assert q.migrate() == []
 
@@ -71,7 +72,7 @@ def test_a_fresh_schema_is_not_created_on_open(bare_spec: QueueSpec) -> None:
 def test_two_processes_migrating_at_once_both_succeed(bare_spec: QueueSpec) -> None:
     reports = run_processes(run_migrate, [(bare_spec,), (bare_spec,)])
     assert [r[1] for r in reports] == [None, None], "\n".join(r[1] for r in reports if r[1])
-    assert sorted(r[0] for r in reports) == [[], ["0001_initial"]]
+    assert sorted(r[0] for r in reports) == [[], ["0001_initial", "0002_application"]]
     with bare_spec.open() as q:
         q.check_schema()
 
@@ -357,3 +358,68 @@ def test_behind_a_transaction_pooler_prepared_statements_are_turned_off(postgres
     with PostgresQueue(pgbouncer_url, schema=postgres_spec.schema, listen=True) as q:
         exercise(q)
         assert q._prepare_threshold is None  # the failure was seen and preparing stopped
+
+
+# -- the application's side: enqueue() in SQL, the completion NOTIFY -----------------
+
+def psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed")
+    return subprocess.run(["psql", url, "-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_enqueue_from_psql_checks_its_arguments_wakes_workers_and_honours_keys(postgres_spec: QueueSpec) -> None:
+    s = postgres_spec.schema
+    listener = PostgresQueue(postgres_spec.url, schema=s, listen=True)
+    try:
+        fd = listener.wakeup_fileno()
+        assert fd is not None, listener.pop_warnings()
+        listener.consume_wakeups()
+        done = psql(postgres_spec.url, f"SELECT {s}.enqueue('https://files.example/scan.pdf', '{{noop}}',"
+                                       " '{\"lang\": \"de\"}', priority => 2, idempotency_key => 'upload-1')")
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.strip()
+        assert readable(fd, 5)  # idle workers woke
+        job = listener.get(job_id)
+        assert (job.source, job.passes, job.options, job.priority, job.max_attempts, job.status) == (
+            "https://files.example/scan.pdf", ["noop"], {"lang": "de"}, 2, 3, "queued")
+        again = psql(postgres_spec.url, f"SELECT {s}.enqueue('other.pdf', idempotency_key => 'upload-1')")
+        assert again.stdout.strip() == job_id
+        defaults = psql(postgres_spec.url, f"SELECT {s}.enqueue(NULL)")
+        assert listener.get(defaults.stdout.strip()).passes == ["ocr"]
+
+        refused = psql(postgres_spec.url, f"SELECT {s}.enqueue('a.pdf', '{{ocr,orc}}')")
+        assert refused.returncode != 0
+        assert 'ERROR:  enqueue: unknown pass "orc" (registered: ' in refused.stderr, refused.stderr
+        refused = psql(postgres_spec.url, f"SELECT {s}.enqueue('a.pdf', priority => 99999)")
+        assert "enqueue: priority must be between -1000 and 1000, not 99999" in refused.stderr
+        assert listener.counts()["queued"] == 2
+    finally:
+        listener.close()
+
+
+def test_a_final_state_sends_the_completion_notify(postgres_spec: QueueSpec) -> None:
+    channel = f"{postgres_spec.schema}_done"
+    with psycopg.connect(postgres_spec.url, autocommit=True) as watcher, postgres_spec.open() as q:
+        watcher.execute(f'LISTEN "{channel}"')
+
+        def heard(timeout: float = 5) -> list[dict[str, str]]:
+            notes = []
+            for note in watcher.notifies(timeout=timeout, stop_after=1):
+                notes.append(json.loads(note.payload))
+            for note in watcher.notifies(timeout=0.2):  # and nothing more
+                notes.append(json.loads(note.payload))
+            return notes
+
+        ok, failing, queued = q.submit([NewJob(passes=["noop"], max_attempts=2) for _ in range(3)])
+        q.claim("w", 2, 60)
+        q.finish(ok, "w", AttemptEnd("succeeded"), 0)
+        assert heard() == [{"id": ok, "status": "succeeded"}]
+        q.finish(failing, "w", AttemptEnd("error"), 0)  # attempts left: queued again, not final
+        assert heard(0.3) == []
+        q.cancel(queued)
+        assert heard() == [{"id": queued, "status": "cancelled"}]
+        q.claim("w", 1, 60)
+        q.finish(failing, "w", AttemptEnd("error"), 0)
+        assert heard() == [{"id": failing, "status": "dead"}]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from collections import Counter
 
 import pytest
 
+from docsuper.passes.api import available_passes
 from docsuper.supervisor.queue.base import (
     JOB_STATES,
     AttemptEnd,
+    InvalidJob,
     Job,
     JobNotFound,
     NewJob,
@@ -19,7 +22,7 @@ from docsuper.supervisor.queue.base import (
     WorkerInfo,
 )
 
-from .queuekit import QueueSpec, claim_until_empty, raw_sql, submit_and_work
+from .queuekit import QueueSpec, claim_until_empty, raw_sql, submit_and_work, submit_with_key
 
 SLACK_S = 1.0  # database clock against time.time(), plus a slow CI box
 
@@ -94,6 +97,134 @@ def test_an_ambiguous_prefix_is_refused(queue: Queue) -> None:
     assert shared[1] > 1
     with pytest.raises(JobNotFound, match="ambiguous"):
         queue.get(shared[0])
+
+
+# -- enqueue: checks and idempotency keys (the SQL function on PostgreSQL, Python on SQLite) ----
+
+def test_migrate_registers_the_installed_passes(queue: Queue) -> None:
+    assert set(available_passes()) <= set(queue.registered_passes())
+    queue.register_passes(["vision", "ocr"])
+    assert {"vision", "ocr", "noop"} <= set(queue.registered_passes())
+    [job_id] = queue.submit([NewJob(passes=["ocr", "vision"])])
+    assert queue.get(job_id).passes == ["ocr", "vision"]
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"passes": []}, "enqueue: passes must name at least one pass"),
+    ({"passes": ["ocr", "orc"]}, 'enqueue: unknown pass "orc" (registered: '),
+    ({"priority": 1001}, "enqueue: priority must be between -1000 and 1000, not 1001"),
+    ({"priority": -5000}, "enqueue: priority must be between -1000 and 1000, not -5000"),
+    ({"max_attempts": 0}, "enqueue: max_attempts must be between 1 and 100, not 0"),
+    ({"options": ["a"]}, "enqueue: options must be a JSON object, not array"),
+    ({"options": "x"}, "enqueue: options must be a JSON object, not string"),
+    ({"source": ""}, "enqueue: source must not be empty"),
+    ({"idempotency_key": ""}, "enqueue: idempotency_key must be 1 to 200 characters"),
+    ({"idempotency_key": "k" * 201}, "enqueue: idempotency_key must be 1 to 200 characters"),
+])
+def test_enqueue_refuses_bad_arguments_with_the_same_message_on_both_backends(queue: Queue, fields: dict,
+                                                                               message: str) -> None:
+    good = submit_one(queue)
+    with pytest.raises(InvalidJob) as refused:
+        queue.submit([NewJob(passes=["noop"]), NewJob(**fields)])
+    assert str(refused.value).startswith(message), str(refused.value)
+    assert [j.id for j in queue.list_jobs()] == [good]  # all or nothing
+
+
+def test_an_idempotency_key_gives_the_first_job_again(queue: Queue) -> None:
+    [first] = queue.submit([NewJob(source="a.pdf", idempotency_key="upload-1")])
+    # Again, with other arguments, in a batch that repeats it and adds a new key.
+    again, other, twice = queue.submit([NewJob(source="b.pdf", idempotency_key="upload-1"),
+                                        NewJob(idempotency_key="upload-2"), NewJob(idempotency_key="upload-2")])
+    assert again == first and twice == other != first
+    assert queue.get(first).source == "a.pdf"
+    assert queue.counts()["queued"] == 2
+    # A finished job still holds its key.
+    [job] = queue.claim("w1", 1, 60)
+    queue.finish(job.id, "w1", AttemptEnd("succeeded"), 0)
+    assert queue.submit([NewJob(idempotency_key="upload-1")]) == [first]
+    assert queue.submit([NewJob(), NewJob()]) != queue.submit([NewJob(), NewJob()])  # no key: always new
+
+
+def test_concurrent_submits_with_one_key_from_processes_make_one_job(queue_spec: QueueSpec, queue: Queue) -> None:
+    reports = run_processes(submit_with_key, [(queue_spec, "one-upload", 5) for _ in range(6)])
+    errors = [r[1] for r in reports if r[1]]
+    assert not errors, "\n".join(errors)
+    ids = {job_id for r in reports for job_id in r[0]}
+    assert len(ids) == 1
+    assert queue.counts()["queued"] == 1
+
+
+# -- the application's views -------------------------------------------------
+
+def test_the_status_view_answers_status_progress_peak_and_text_in_one_select(queue_spec: QueueSpec,
+                                                                              queue: Queue) -> None:
+    job = claimed_job(queue, source="scan.pdf", idempotency_key="upload-7")
+    for page in (2, 1):
+        assert queue.record_page(job.id, "w1", "ocr", page, {"text": f"text of page {page}", "chars": 14})
+    queue.record_page(job.id, "w1", "other", 1, {"text": "not OCR"})
+    queue.heartbeat("w1", {job.id: (2, 3, 123.5)}, 60)
+    [row] = raw_sql(queue_spec, "SELECT status, pages_done, pages_total, peak_mb, text, idempotency_key, source"
+                                f" FROM {{t}}job_status WHERE id = '{job.id}'")
+    assert row == ("running", 2, 3, 123.5, "text of page 1\ftext of page 2", "upload-7", "scan.pdf")
+    queue.finish(job.id, "w1", AttemptEnd("succeeded", result={"ocr": {"pages": 2}}), 0)
+    [(status, summary, finished)] = raw_sql(
+        queue_spec, f"SELECT status, summary, finished_at FROM {{t}}job_status WHERE id = '{job.id}'")
+    assert status == "succeeded" and finished is not None
+    assert (summary if isinstance(summary, dict) else json.loads(summary)) == {"ocr": {"pages": 2}}
+    pages = raw_sql(queue_spec, f"SELECT pass, page, text FROM {{t}}job_pages WHERE job_id = '{job.id}'"
+                                " ORDER BY pass, page")
+    assert pages == [("ocr", 1, "text of page 1"), ("ocr", 2, "text of page 2"), ("other", 1, "not OCR")]
+    [(text,)] = raw_sql(queue_spec, f"SELECT text FROM {{t}}job_status WHERE id = '{submit_one(queue)}'")
+    assert text is None  # nothing stored yet
+
+
+# -- once: a replay keeps the job's history ------------------------------------
+
+def test_a_replay_of_a_finished_job_records_its_own_attempt_and_changes_nothing_else(queue: Queue) -> None:
+    job = claimed_job(queue)
+    queue.record_page(job.id, "w1", "ocr", 1, {"text": "stored"})
+    queue.heartbeat("w1", {job.id: (1, 1, 50.0)}, 60)
+    queue.finish(job.id, "w1", AttemptEnd("succeeded", peak_mb=50.0, result={"ocr": {"pages": 1}}), 0)
+    before = queue.get(job.id)
+
+    replay = queue.replay(job.id[:8], "once:1", 60)
+    # The run it is: a fresh first attempt with nothing stored to resume from.
+    assert (replay.id, replay.status, replay.attempts, replay.progress_done) == (job.id, "running", 1, None)
+    assert queue.heartbeat("once:1", {job.id: (1, 1, 80.0)}, 60) == set()  # not told to stop
+    assert queue.record_page(job.id, "once:1", "ocr", 1, {"text": "replayed"}) is True
+    assert queue.finish(job.id, "once:1", AttemptEnd("succeeded", peak_mb=80.0, result={"ocr": {}}), 0) == "succeeded"
+
+    assert queue.get(job.id) == before
+    assert queue.pages(job.id) == [("ocr", 1, {"text": "stored"})]
+    attempts = queue.attempts(job.id)
+    assert [(a.number, a.worker, a.outcome, a.counted, a.replay) for a in attempts] == [
+        (1, "w1", "succeeded", True, False), (2, "once:1", "succeeded", False, True)]
+    assert attempts[1].peak_mb == 80.0
+    # Closed: the same worker cannot finish it twice.
+    assert queue.finish(job.id, "once:1", AttemptEnd("error"), 0) is None
+
+
+def test_a_replay_with_store_replaces_the_results(queue: Queue) -> None:
+    job = claimed_job(queue)
+    queue.record_page(job.id, "w1", "ocr", 1, {"text": "old"})
+    queue.record_page(job.id, "w1", "ocr", 2, {"text": "old"})
+    queue.finish(job.id, "w1", AttemptEnd("succeeded", result={"v": 1}), 0)
+    replay = queue.replay(job.id, "once:1", 60, store=True)
+    assert (replay.status, replay.attempts, replay.lease_owner) == ("running", 2, "once:1")
+    assert queue.pages(job.id) == []  # nothing to resume from: all the work is done again
+    assert queue.record_page(job.id, "once:1", "ocr", 1, {"text": "new"})
+    assert queue.finish(job.id, "once:1", AttemptEnd("succeeded", result={"v": 2}), 0) == "succeeded"
+    assert queue.get(job.id).result == {"v": 2}
+    assert queue.pages(job.id) == [("ocr", 1, {"text": "new"})]
+    assert [(a.counted, a.replay) for a in queue.attempts(job.id)] == [(True, False), (True, False)]
+
+
+def test_a_replay_of_a_job_not_yet_final_is_a_claim(queue: Queue) -> None:
+    job_id = submit_one(queue)
+    replay = queue.replay(job_id, "once:1", 60)
+    assert (replay.status, replay.attempts, replay.lease_owner) == ("running", 1, "once:1")
+    with pytest.raises(QueueError, match="is running on once:1"):
+        queue.replay(job_id, "once:2", 60)
 
 
 # -- claim -----------------------------------------------------------------
@@ -341,11 +472,11 @@ def test_the_schema_refuses_an_unknown_job_status(queue_spec: QueueSpec, queue: 
     assert queue.get(job_id).status == "queued"
 
 
-def test_both_backends_have_the_same_tables_and_columns(sqlite_spec: QueueSpec, postgres_spec: QueueSpec) -> None:
+def test_both_backends_have_the_same_tables_views_and_columns(sqlite_spec: QueueSpec, postgres_spec: QueueSpec) -> None:
     with sqlite_spec.open():
         pass  # opening the SQLite queue migrates it
     lite = {(t, c) for t, c in raw_sql(sqlite_spec, "SELECT m.name, p.name FROM sqlite_master m, "
-                                                    "pragma_table_info(m.name) p WHERE m.type = 'table'")}
+                                                    "pragma_table_info(m.name) p WHERE m.type IN ('table', 'view')")}
     pg = {(t, c) for t, c in raw_sql(postgres_spec, "SELECT table_name, column_name FROM information_schema.columns "
                                                     f"WHERE table_schema = '{postgres_spec.schema}'")}
     assert lite == pg

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import abc
 import random
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .errors import JobNotFound, QueueError, QueueUnavailable, SchemaOutdated
-from .rules import JOB_STATES, NOT_COUNTED, OUTCOMES, next_state
+from .errors import InvalidJob, JobNotFound, QueueError, QueueUnavailable, SchemaOutdated
+from .rules import FINAL_STATES, JOB_STATES, NOT_COUNTED, OUTCOMES, next_state
 
 __all__ = [
-    "JOB_STATES", "NOT_COUNTED", "OUTCOMES", "Attempt", "AttemptEnd", "Job", "JobNotFound", "NewJob", "Queue",
-    "QueueError", "QueueUnavailable", "SchemaOutdated", "WorkerInfo", "backoff_delay", "next_state", "open_queue",
+    "FINAL_STATES", "JOB_STATES", "NOT_COUNTED", "OUTCOMES", "Attempt", "AttemptEnd", "FinalState", "InvalidJob",
+    "Job", "JobNotFound", "NewJob", "Queue", "QueueError", "QueueUnavailable", "SchemaOutdated", "WorkerInfo",
+    "backoff_delay", "next_state", "open_queue",
 ]
 
 
@@ -35,6 +37,8 @@ class NewJob:
     priority: int = 0
     max_attempts: int = 3
     run_at: float | None = None  # None: now
+    # The same key again gives the first job's id instead of a second job (until that job is purged).
+    idempotency_key: str | None = None
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Attempt:
     last_page: int | None = None
     error: str | None = None
     traceback: str | None = None
+    replay: bool = False  # `docsuper once` on a finished job: recorded, but the job was left as it was
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -101,6 +106,16 @@ class AttemptEnd:
     error: str | None = None
     traceback: str | None = None
     result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FinalState:
+    """A job that reached succeeded, dead or cancelled (what a completion hook hears)."""
+
+    job_id: str
+    status: str
+    attempts: int
+    pages: int | None
 
 
 @dataclass
@@ -175,6 +190,48 @@ class Queue(abc.ABC):
     def has_queued(self) -> bool:
         """True while any job is queued, due or not."""
 
+    @abc.abstractmethod
+    def register_passes(self, names: Iterable[str]) -> None:
+        """Record passes a host has installed: what enqueue accepts from now on."""
+
+    @abc.abstractmethod
+    def registered_passes(self) -> list[str]:
+        ...
+
+    @abc.abstractmethod
+    def purge(self, finished_before: float | None, dead_before: float | None, limit: int) -> dict[str, int]:
+        """Delete up to `limit` final jobs (with their attempts and pages), oldest first: succeeded and
+        cancelled ones finished before `finished_before`, dead ones before `dead_before` (None: none of
+        that kind). Returns how many of each state went. Never touches a queued or running job."""
+
+    @abc.abstractmethod
+    def purgeable(self, finished_before: float | None, dead_before: float | None) -> dict[str, int]:
+        """How many jobs of each state `purge` would delete with no limit (a dry run)."""
+
+    def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> Job:
+        """Block until the job is succeeded, dead or cancelled and return it; TimeoutError when time runs out.
+
+        This default polls every `poll_s`; PostgreSQL listens for the completion NOTIFY."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get(job_id)
+            if job.status in FINAL_STATES:
+                return job
+            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"job {job.id} is still {job.status} after {timeout_s:g} s")
+            time.sleep(left)
+
+    def add_final_listener(self, listener: Callable[[FinalState], None]) -> None:
+        """Call `listener` after each write of this queue object that put a job in a final state has
+        committed (the daemon's webhook). It runs in the writer's thread and must not block or raise."""
+        self._final_listeners = [*getattr(self, "_final_listeners", []), listener]
+
+    def _emit_final(self, finals: Iterable[FinalState]) -> None:
+        for final in finals:
+            for listener in getattr(self, "_final_listeners", []):
+                listener(final)
+
     # -- workers ---------------------------------------------------------
     @abc.abstractmethod
     def claim(self, worker_id: str, limit: int, lease_s: float) -> list[Job]:
@@ -182,10 +239,21 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     def claim_one(self, job_id: str, worker_id: str, lease_s: float) -> Job:
-        """Claim this job whatever its state unless another worker holds a live lease (`docsuper once`)."""
+        """Claim this job whatever its state unless another worker holds a live lease."""
 
     @abc.abstractmethod
-    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None, float | None]],
+    def replay(self, job_id: str, worker_id: str, lease_s: float, store: bool = False) -> Job:
+        """Start `docsuper once` on a job.
+
+        A job not yet final is claimed as by claim_one. A final one (succeeded, dead,
+        cancelled) keeps its state, result and pages: the replay gets an attempt row of
+        its own (not counted, `replay` set) that finish() closes, its pages are not
+        stored, and the Job handed back describes the run the replay is, a first
+        attempt with nothing stored. With `store`, a final job is claimed afresh
+        instead: its pages are deleted and the replay's results replace them."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: str, progress: Mapping[str, tuple[int | None, int | None, float | None]],
                   lease_s: float) -> set[str]:
         """Renew the leases of these running jobs, in one statement.
 

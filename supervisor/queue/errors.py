@@ -17,3 +17,7 @@ class SchemaOutdated(QueueError):
 
 class JobNotFound(QueueError):
     pass
+
+
+class InvalidJob(QueueError):
+    """enqueue refused its arguments (unknown pass, priority out of range…); the same text on both backends."""

@@ -20,6 +20,7 @@ running and try again later.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -34,7 +35,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from . import queries
-from .errors import QueueError, QueueUnavailable, SchemaOutdated
+from .base import Job, NewJob
+from .errors import InvalidJob, QueueError, QueueUnavailable, SchemaOutdated
+from .rules import FINAL_STATES
 from .sqlqueue import SQLQueue, Tx
 
 T = TypeVar("T")
@@ -53,6 +56,14 @@ _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,46}")
 def _lock_key(schema: str) -> int:
     """A stable 64-bit advisory-lock key per schema, so two queues in one database do not block each other."""
     return int.from_bytes(hashlib.sha256(f"docsuper.migrate:{schema}".encode()).digest()[:8], "big", signed=True)
+
+
+def _done_id(payload: str) -> str | None:
+    try:
+        value = json.loads(payload).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _redacted(conninfo: str) -> str:
@@ -99,6 +110,8 @@ class PostgresQueue(SQLQueue):
         self.url = url
         self.schema = schema
         self.channel = f"{schema}_jobs"
+        # The completion NOTIFY: {"id": …, "status": …} when a job becomes succeeded, dead or cancelled.
+        self.done_channel = f"{schema}_done"
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -131,7 +144,7 @@ class PostgresQueue(SQLQueue):
         self._listen_backoff_s = 1.0
         quoted = f'"{schema}"'  # safe: _SCHEMA_RE allows no quote
         self._statements = queries.load("postgres.sql", s=quoted)
-        self._migrations = queries.migrations("postgres", s=quoted)
+        self._migrations = queries.migrations("postgres", s=quoted, schema=schema)
 
     # -- connections -----------------------------------------------------
     def _connect(self, **extra: Any) -> psycopg.Connection[Any]:
@@ -184,8 +197,12 @@ class PostgresQueue(SQLQueue):
                 if attempt == 2:
                     raise QueueUnavailable("the queue stayed busy (deadlock); try again") from None
                 continue
-            except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName, pg_errors.UndefinedColumn):
+            except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName, pg_errors.UndefinedColumn,
+                    pg_errors.UndefinedFunction):
                 raise SchemaOutdated(self._outdated_message()) from None
+            except pg_errors.InvalidParameterValue as exc:
+                # enqueue() refusing its arguments: its message is written for a person.
+                raise InvalidJob(exc.diag.message_primary or str(exc).strip()) from None
             except (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement):
                 # Prepared statements vanish behind a transaction-mode pooler (PgBouncer,
                 # Supavisor): stop preparing and run the statement again.
@@ -221,6 +238,34 @@ class PostgresQueue(SQLQueue):
     def _wake(self, tx: Tx) -> None:
         tx.run("notify", channel=self.channel)
 
+    def _enqueue(self, tx: Tx, jobs: Sequence[NewJob]) -> list[str]:
+        batch = [{"source": j.source, "passes": list(j.passes), "options": j.options, "priority": j.priority,
+                  "idempotency_key": j.idempotency_key, "max_attempts": j.max_attempts, "run_at": j.run_at}
+                 for j in jobs]
+        return [r["id"] for r in tx.all("enqueue_batch", jobs=Jsonb(batch))]
+
+    def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> Job:
+        """Block until the job is final, woken by the completion NOTIFY (and looking again every
+        few seconds anyway, in case a pooler swallows notifications)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        listener = self._connect(application_name=self._listen_name)
+        try:
+            listener.execute(self._on_channel("listen", self.done_channel))
+            while True:
+                job = self.get(job_id)  # after LISTEN: a completion from now on cannot be missed
+                if job.status in FINAL_STATES:
+                    return job
+                left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
+                if left <= 0:
+                    raise TimeoutError(f"job {job.id} is still {job.status} after {timeout_s:g} s")
+                for note in listener.notifies(timeout=left):
+                    if _done_id(note.payload) == job.id:
+                        break
+        except psycopg.Error as exc:
+            raise QueueUnavailable(f"lost the connection to PostgreSQL while waiting: {str(exc).strip()}") from None
+        finally:
+            listener.close()
+
     def _decode(self, row: Mapping[str, Any]) -> dict[str, Any]:
         # jsonb arrives as Python values already; timestamptz as datetime.
         return {k: v.timestamp() if isinstance(v, datetime) else v for k, v in row.items()}
@@ -245,6 +290,7 @@ class PostgresQueue(SQLQueue):
                     tx.script(script)
                     tx.run("record_migration", name=name)
                     applied.append(name)
+            self._register_installed_passes(tx)
             return applied
 
         return self._transaction(apply)

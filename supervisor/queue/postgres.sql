@@ -39,10 +39,22 @@ UNLISTEN {channel}
 -- ping --
 SELECT 1
 
--- insert_job --
-INSERT INTO {s}.jobs (id, source, passes, options, priority, run_at, max_attempts)
-VALUES (%(id)s, %(source)s, %(passes)s, %(options)s, %(priority)s,
-        coalesce(to_timestamp(%(run_at)s::float8), now()), %(max_attempts)s)
+-- enqueue_batch --
+-- Python's submit(): the batch through the SQL function every client uses, in order.
+SELECT {s}.enqueue(j.source, j.passes, j.options, j.priority, j.idempotency_key, j.max_attempts,
+                   to_timestamp(j.run_at)) AS id
+FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb)
+                AS (source text, passes text[], options jsonb, priority integer, idempotency_key text,
+                    max_attempts integer, run_at double precision))
+     WITH ORDINALITY AS j(source, passes, options, priority, idempotency_key, max_attempts, run_at, n)
+ORDER BY j.n
+
+-- register_pass --
+INSERT INTO {s}.passes (name) VALUES (%(name)s)
+ON CONFLICT (name) DO UPDATE SET seen_at = now()
+
+-- registered_passes --
+SELECT name FROM {s}.passes ORDER BY name
 
 -- count_jobs_among --
 -- After a break during COMMIT: did these (freshly made) ids land?
@@ -99,6 +111,7 @@ WHERE id = %(id)s
 
 -- cancel_queued_job --
 UPDATE {s}.jobs SET status = 'cancelled', finished_at = now() WHERE id = %(id)s
+RETURNING attempts, progress_done
 
 -- request_cancel --
 UPDATE {s}.jobs SET cancel_requested = true WHERE id = %(id)s
@@ -157,6 +170,8 @@ WHERE j.id = b.id AND j.lease_owner = %(worker)s AND j.status = 'running'
 SELECT given.id FROM unnest(%(ids)s::text[]) AS given(id)
 WHERE NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE j.id = given.id AND j.lease_owner = %(worker)s
                   AND j.status = 'running' AND NOT j.cancel_requested)
+  AND NOT EXISTS (SELECT 1 FROM {s}.attempts a WHERE a.job_id = given.id AND a.worker = %(worker)s
+                  AND a.replay AND a.outcome IS NULL)
 
 -- store_page --
 -- FOR SHARE holds off a concurrent reclaim or finish until the page is in, so a
@@ -191,6 +206,7 @@ SET status = %(state)s, attempts = %(attempts)s, lease_owner = NULL, lease_expir
     finished_at = CASE WHEN %(final)s THEN now() END, dead_at = CASE WHEN %(dead)s THEN now() END,
     cancel_requested = false
 WHERE id = %(id)s
+RETURNING attempts, progress_done
 
 -- attempt_outcome --
 -- After a break during COMMIT: the attempt row says whether finish() went through.
@@ -218,3 +234,43 @@ DELETE FROM {s}.workers WHERE id = %(id)s
 
 -- list_workers --
 SELECT * FROM {s}.workers ORDER BY started_at, id
+
+-- delete_pages --
+DELETE FROM {s}.pages WHERE job_id = %(id)s
+
+-- bump_attempt_seq --
+UPDATE {s}.jobs SET attempt_seq = attempt_seq + 1 WHERE id = %(id)s RETURNING attempt_seq
+
+-- open_replay_attempt --
+-- `docsuper once` on a finished job: an attempt of its own, not counted, the job untouched.
+INSERT INTO {s}.attempts (job_id, number, worker, started_at, counted, replay)
+VALUES (%(id)s, %(number)s, %(worker)s, now(), false, true)
+
+-- open_replay --
+SELECT number FROM {s}.attempts
+WHERE job_id = %(id)s AND worker = %(worker)s AND replay AND outcome IS NULL
+ORDER BY number DESC LIMIT 1
+
+-- purge_finished --
+-- One batch, oldest first, through jobs_finished; attempts and pages go with their job
+-- (ON DELETE CASCADE). Only final rows are locked, and SKIP LOCKED leaves one being
+-- retried right now for a later batch: a claim (queued rows only) never waits on it.
+WITH doomed AS (
+    SELECT id FROM {s}.jobs
+    WHERE status IN ('succeeded', 'dead', 'cancelled')
+      AND finished_at < to_timestamp(greatest(%(finished_before)s::float8, %(dead_before)s::float8))
+      AND ((status = 'dead' AND finished_at < to_timestamp(%(dead_before)s::float8))
+           OR (status <> 'dead' AND finished_at < to_timestamp(%(finished_before)s::float8)))
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {s}.jobs j USING doomed WHERE j.id = doomed.id
+RETURNING j.status
+
+-- count_purgeable --
+SELECT status, count(*) AS n FROM {s}.jobs
+WHERE status IN ('succeeded', 'dead', 'cancelled')
+  AND ((status = 'dead' AND finished_at < to_timestamp(%(dead_before)s::float8))
+       OR (status <> 'dead' AND finished_at < to_timestamp(%(finished_before)s::float8)))
+GROUP BY status

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
-from .errors import JobNotFound, QueueError
+from .errors import InvalidJob, JobNotFound, QueueError
 
 JOB_STATES = ("queued", "running", "succeeded", "dead", "cancelled")
 FINAL_STATES = frozenset({"succeeded", "dead", "cancelled"})
@@ -127,3 +127,55 @@ def claim_one_closes_lost(job_id: str, status: str, lease_owner: str | None, lea
     if lease_left_s is not None and lease_left_s >= 0:
         raise QueueError(f"job {job_id} is running on {lease_owner} (lease valid for {lease_left_s:.0f} s more)")
     return True
+
+
+# -- enqueue ---------------------------------------------------------------------
+# The same checks, with the same messages, as the SQL function enqueue() in
+# migrations/postgres/0002_application.sql; the contract suite holds both to them.
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 100
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def _shown(value: object) -> str:
+    """A value as PostgreSQL's format('%s') prints it."""
+    return "NULL" if value is None else str(value)
+
+
+def _json_type(value: object) -> str:
+    """The name jsonb_typeof() gives a value."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def check_new_job(source: str | None, passes: Sequence[str], options: object, priority: int, max_attempts: int,
+                  idempotency_key: str | None, registered: Collection[str]) -> None:
+    """Refuse a job that could never run as asked, with the message enqueue() gives."""
+    if not passes:
+        raise InvalidJob("enqueue: passes must name at least one pass")
+    if not registered:
+        raise InvalidJob("enqueue: no pass is registered yet: run `docsuper migrate` or start a worker")
+    for name in passes:
+        if name not in registered:
+            raise InvalidJob(f'enqueue: unknown pass "{name}" (registered: {", ".join(sorted(registered))})')
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidJob(f"enqueue: priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, not {_shown(priority)}")
+    if (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+            or not MAX_ATTEMPTS_MIN <= max_attempts <= MAX_ATTEMPTS_MAX):
+        raise InvalidJob(f"enqueue: max_attempts must be between {MAX_ATTEMPTS_MIN} and {MAX_ATTEMPTS_MAX}, "
+                         f"not {_shown(max_attempts)}")
+    if not isinstance(options, dict):
+        raise InvalidJob(f"enqueue: options must be a JSON object, not {_json_type(options)}")
+    if source == "":
+        raise InvalidJob("enqueue: source must not be empty (NULL for a job without a document)")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidJob(f"enqueue: idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX} characters")

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from . import queries
+from . import queries, rules
+from .base import NewJob
 from .errors import QueueError, SchemaOutdated
 from .sqlqueue import SQLQueue, Tx
 
@@ -32,7 +34,7 @@ STATEMENTS = queries.load("sqlite.sql")
 MIGRATIONS = queries.migrations("sqlite")
 
 _JSON_FIELDS = ("passes", "options", "result")
-_BOOL_FIELDS = ("cancel_requested", "counted")
+_BOOL_FIELDS = ("cancel_requested", "counted", "replay")
 
 
 def sqlite_path(url: str) -> str:
@@ -136,6 +138,25 @@ class SQLiteQueue(SQLQueue):
     def _ids(self, ids: Sequence[str]) -> Any:
         return json.dumps(list(ids))
 
+    def _enqueue(self, tx: Tx, jobs: Sequence[NewJob]) -> list[str]:
+        registered = {r["name"] for r in tx.all("registered_passes")}
+        for job in jobs:
+            rules.check_new_job(job.source, job.passes, job.options, job.priority, job.max_attempts,
+                                job.idempotency_key, registered)
+        now = time.time()
+        ids = []
+        for job in jobs:
+            new_id = uuid.uuid4().hex
+            # The write lock is held (BEGIN IMMEDIATE), so no other process can slip a
+            # job with the same key in between the insert and the look-up.
+            if tx.run("insert_job", id=new_id, source=job.source, passes=self._json(job.passes),
+                      options=self._json(job.options), priority=job.priority, run_at=job.run_at,
+                      max_attempts=job.max_attempts, now=now, key=job.idempotency_key):
+                ids.append(new_id)
+            else:
+                ids.append(self._one(tx, "job_by_key", key=job.idempotency_key)["id"])
+        return ids
+
     # -- schema --------------------------------------------------------
     def _applied(self, tx: Tx) -> set[str]:
         tx.run("create_migrations_table")
@@ -164,6 +185,7 @@ class SQLiteQueue(SQLQueue):
                 raise QueueError(f"cannot upgrade the SQLite queue ({name}): {exc}; the file was not changed") from None
             tx.run("record_migration", name=name, now=time.time())
             applied.append(name)
+        self._register_installed_passes(tx)
         if applied and tx.all("check_foreign_keys"):
             raise QueueError(f"migrations {', '.join(applied)} left rows pointing at missing jobs; nothing was changed")
         return applied

@@ -46,8 +46,20 @@ PRAGMA foreign_keys = OFF
 PRAGMA foreign_keys = ON
 
 -- insert_job --
-INSERT INTO jobs (id, source, passes, options, priority, run_at, max_attempts, created_at)
-VALUES (:id, :source, :passes, :options, :priority, coalesce(:run_at, :now), :max_attempts, :now)
+-- Nothing (0 rows) when a job already holds this idempotency key: job_by_key finds it.
+INSERT INTO jobs (id, source, passes, options, priority, run_at, max_attempts, created_at, idempotency_key)
+VALUES (:id, :source, :passes, :options, :priority, coalesce(:run_at, :now), :max_attempts, :now, :key)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+
+-- job_by_key --
+SELECT id FROM jobs WHERE idempotency_key = :key
+
+-- register_pass --
+INSERT INTO passes (name, seen_at) VALUES (:name, :now)
+ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at
+
+-- registered_passes --
+SELECT name FROM passes ORDER BY name
 
 -- resolve_prefix --
 -- At most two ids: one is the answer, two mean the prefix is ambiguous.
@@ -94,6 +106,7 @@ WHERE id = :id
 
 -- cancel_queued_job --
 UPDATE jobs SET status = 'cancelled', finished_at = :now WHERE id = :id
+RETURNING attempts, progress_done
 
 -- request_cancel --
 UPDATE jobs SET cancel_requested = 1 WHERE id = :id
@@ -137,6 +150,8 @@ WHERE jobs.id = b.id AND jobs.lease_owner = :worker AND jobs.status = 'running'
 SELECT given.value AS id FROM json_each(:ids) AS given
 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = given.value AND lease_owner = :worker
                   AND status = 'running' AND NOT cancel_requested)
+  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = given.value AND a.worker = :worker
+                  AND a.replay AND a.outcome IS NULL)
 
 -- store_page --
 INSERT OR REPLACE INTO pages (job_id, pass, page, result, stored_at)
@@ -162,6 +177,7 @@ SET status = :state, attempts = :attempts, lease_owner = NULL, lease_expires_at 
     finished_at = CASE WHEN :final THEN :now END, dead_at = CASE WHEN :dead THEN :now END,
     cancel_requested = 0
 WHERE id = :id
+RETURNING attempts, progress_done
 
 -- attempt_outcome --
 SELECT outcome FROM attempts WHERE job_id = :id AND number = :number AND worker = :worker
@@ -184,3 +200,37 @@ DELETE FROM workers WHERE id = :id
 
 -- list_workers --
 SELECT * FROM workers ORDER BY started_at, id
+
+-- delete_pages --
+DELETE FROM pages WHERE job_id = :id
+
+-- bump_attempt_seq --
+UPDATE jobs SET attempt_seq = attempt_seq + 1 WHERE id = :id RETURNING attempt_seq
+
+-- open_replay_attempt --
+-- `docsuper once` on a finished job: an attempt of its own, not counted, the job untouched.
+INSERT INTO attempts (job_id, number, worker, started_at, counted, replay)
+VALUES (:id, :number, :worker, :now, 0, 1)
+
+-- open_replay --
+SELECT number FROM attempts
+WHERE job_id = :id AND worker = :worker AND replay AND outcome IS NULL
+ORDER BY number DESC LIMIT 1
+
+-- purge_finished --
+-- One batch, oldest first; attempts and pages go with their job (ON DELETE CASCADE).
+-- Queued and running jobs are never candidates, so claims are never in the way.
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('succeeded', 'dead', 'cancelled')
+      AND ((status = 'dead' AND finished_at < :dead_before)
+           OR (status <> 'dead' AND finished_at < :finished_before))
+    ORDER BY finished_at LIMIT :limit)
+RETURNING status
+
+-- count_purgeable --
+SELECT status, count(*) AS n FROM jobs
+WHERE status IN ('succeeded', 'dead', 'cancelled')
+  AND ((status = 'dead' AND finished_at < :dead_before)
+       OR (status <> 'dead' AND finished_at < :finished_before))
+GROUP BY status

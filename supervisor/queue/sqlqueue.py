@@ -10,14 +10,15 @@ against SQLite's one writer), LISTEN/NOTIFY, connections and reconnects.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
-import uuid
+from collections import Counter
 from dataclasses import fields
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from . import rules
-from .base import Attempt, AttemptEnd, Job, NewJob, Queue, WorkerInfo
-from .errors import QueueUnavailable
+from .base import Attempt, AttemptEnd, FinalState, Job, NewJob, Queue, WorkerInfo
+from .errors import JobNotFound, QueueUnavailable
 
 T = TypeVar("T")
 
@@ -68,6 +69,39 @@ class SQLQueue(Queue):
     def _wake(self, tx: Tx) -> None:
         """New or requeued work is there (PostgreSQL: NOTIFY at commit)."""
 
+    @abc.abstractmethod
+    def _enqueue(self, tx: Tx, jobs: Sequence[NewJob]) -> list[str]:
+        """Check and insert the jobs (or find the one already under an idempotency key); their ids.
+
+        PostgreSQL calls its SQL function enqueue(), the way in for every client;
+        SQLite runs the same checks (rules.check_new_job) in Python."""
+
+    # -- writes that may finish jobs ------------------------------------------
+    def _finishing(self, fn: Callable[[Tx], T], verify: Callable[[Tx], T] | None = None) -> T:
+        """`_transaction` for a write that may put jobs in a final state: the final-state
+        listeners hear of them once it has committed, never from a try that rolled back."""
+        finals: list[FinalState] = []
+
+        def run(tx: Tx) -> T:
+            finals.clear()
+            self._finals = finals
+            return fn(tx)
+
+        try:
+            result = self._transaction(run, verify)
+        finally:
+            self._finals = None
+        self._emit_final(finals)
+        return result
+
+    # Collects what a `_finishing` write finished; None outside one (claim_one's closing of a
+    # lost attempt is followed at once by a new start: nothing to announce).
+    _finals: list[FinalState] | None = None
+
+    def _finished(self, final: FinalState) -> None:
+        if self._finals is not None:
+            self._finals.append(final)
+
     # -- rows ---------------------------------------------------------------
     def _job(self, row: Mapping[str, Any]) -> Job:
         data = self._decode(row)
@@ -88,25 +122,33 @@ class SQLQueue(Queue):
     def submit(self, jobs: Sequence[NewJob]) -> list[str]:
         if not jobs:
             return []
-        now = time.time()
-        rows = [{"id": uuid.uuid4().hex, "source": j.source, "passes": self._json(j.passes),
-                 "options": self._json(j.options), "priority": j.priority, "run_at": j.run_at,
-                 "max_attempts": j.max_attempts, "now": now} for j in jobs]
-        ids = [r["id"] for r in rows]
+        made: list[str] = []
 
         def insert(tx: Tx) -> list[str]:
-            tx.many("insert_job", rows)
-            self._wake(tx)
-            return ids
+            made[:] = self._enqueue(tx, jobs)
+            return list(made)
 
         def landed(tx: Tx) -> list[str]:
-            # The ids were made here, so a look tells whether they were stored.
-            found = tx.one("count_jobs_among", ids=self._ids(ids))
-            if found is None or found["n"] != len(ids):
+            # COMMIT broke after the ids came back: they are all there, or none of the new ones is.
+            found = tx.one("count_jobs_among", ids=self._ids(sorted(set(made))))
+            if not made or found is None or found["n"] != len(set(made)):
                 raise QueueUnavailable("connection lost while submitting: the jobs were not stored")
-            return ids
+            return list(made)
 
         return self._transaction(insert, verify=landed)
+
+    def register_passes(self, names: Iterable[str]) -> None:
+        rows = [{"name": name, "now": time.time()} for name in sorted(set(names))]
+        self._transaction(lambda tx: tx.many("register_pass", rows))
+
+    def registered_passes(self) -> list[str]:
+        return [r["name"] for r in self._read(lambda tx: tx.all("registered_passes"))]
+
+    def _register_installed_passes(self, tx: Tx) -> None:
+        """What this host has installed; run by migrate and by a worker registering."""
+        from docsuper.passes.api import available_passes  # the entry-point names only: no pass is imported
+
+        tx.many("register_pass", [{"name": name, "now": time.time()} for name in available_passes()])
 
     def get(self, job_id: str) -> Job:
         def read(tx: Tx) -> Job:
@@ -173,17 +215,33 @@ class SQLQueue(Queue):
             full = self._resolve(tx, job_id)
             action = rules.cancel_action(full, self._lock(tx, full)["status"])
             if action == "cancelled":
-                tx.run("cancel_queued_job", id=full, now=time.time())
+                done = tx.one("cancel_queued_job", id=full, now=time.time())
+                assert done is not None  # locked above
+                self._finished(FinalState(full, "cancelled", done["attempts"], done["progress_done"]))
             else:
                 tx.run("request_cancel", id=full)
             return action
 
-        return self._transaction(stop)
+        return self._finishing(stop)
 
     def _lock(self, tx: Tx, full_id: str) -> dict[str, Any]:
         row = tx.one("lock_job", id=full_id, now=time.time())
-        assert row is not None  # resolved in this transaction, and jobs are only deleted by purge
+        if row is None:  # purged between the prefix look-up and the lock
+            raise JobNotFound(f"no job {full_id!r}")
         return row
+
+    # -- retention ---------------------------------------------------------
+    def purge(self, finished_before: float | None, dead_before: float | None, limit: int) -> dict[str, int]:
+        if limit <= 0 or (finished_before is None and dead_before is None):
+            return {}
+        rows = self._transaction(lambda tx: tx.all("purge_finished", finished_before=finished_before,
+                                                   dead_before=dead_before, limit=limit))
+        return dict(Counter(r["status"] for r in rows))
+
+    def purgeable(self, finished_before: float | None, dead_before: float | None) -> dict[str, int]:
+        rows = self._read(lambda tx: tx.all("count_purgeable", finished_before=finished_before,
+                                            dead_before=dead_before))
+        return {r["status"]: r["n"] for r in rows if r["n"]}
 
     # -- workers ---------------------------------------------------------
     def claim(self, worker_id: str, limit: int, lease_s: float) -> list[Job]:
@@ -203,15 +261,44 @@ class SQLQueue(Queue):
     def claim_one(self, job_id: str, worker_id: str, lease_s: float) -> Job:
         def take(tx: Tx) -> Job:
             full = self._resolve(tx, job_id)
-            row = self._lock(tx, full)
-            if rules.claim_one_closes_lost(full, row["status"], row["lease_owner"], row["lease_left_s"]):
-                self._close_attempt(tx, full, AttemptEnd("lost", error=rules.lost_error(row["lease_owner"])), 0.0)
-            now = time.time()
-            started = tx.all("start_job", id=full, worker=worker_id, lease=float(lease_s), now=now)
-            self._start_attempts(tx, started, worker_id, now)
-            return self._job(started[0])
+            return self._claim_locked(tx, full, self._lock(tx, full), worker_id, lease_s)
 
         return self._transaction(take)
+
+    def _claim_locked(self, tx: Tx, full: str, row: Mapping[str, Any], worker_id: str, lease_s: float) -> Job:
+        if rules.claim_one_closes_lost(full, row["status"], row["lease_owner"], row["lease_left_s"]):
+            self._close_attempt(tx, full, AttemptEnd("lost", error=rules.lost_error(row["lease_owner"])), 0.0)
+        now = time.time()
+        started = tx.all("start_job", id=full, worker=worker_id, lease=float(lease_s), now=now)
+        self._start_attempts(tx, started, worker_id, now)
+        return self._job(started[0])
+
+    def replay(self, job_id: str, worker_id: str, lease_s: float, store: bool = False) -> Job:
+        def take(tx: Tx) -> Job:
+            full = self._resolve(tx, job_id)
+            row = self._lock(tx, full)
+            if row["status"] not in rules.FINAL_STATES:
+                return self._claim_locked(tx, full, row, worker_id, lease_s)
+            if store:
+                # The results are to be replaced: nothing stored may be resumed from.
+                tx.run("delete_pages", id=full)
+                return self._claim_locked(tx, full, row, worker_id, lease_s)
+            bumped = tx.one("bump_attempt_seq", id=full)
+            assert bumped is not None  # locked above
+            tx.run("open_replay_attempt", id=full, number=bumped["attempt_seq"], worker=worker_id, now=time.time())
+            job = self._job(self._one(tx, "job", id=full))
+            # The run a replay is: a first attempt with nothing stored, so its child does all the work again.
+            return dataclasses.replace(job, status="running", attempts=1, progress_done=None, progress_total=None,
+                                       lease_owner=worker_id)
+
+        return self._transaction(take)
+
+    @staticmethod
+    def _one(tx: Tx, name: str, **params: Any) -> dict[str, Any]:
+        row = tx.one(name, **params)
+        if row is None:
+            raise JobNotFound(f"no job {params.get('id')!r}")
+        return row
 
     def _start_attempts(self, tx: Tx, started: Sequence[Mapping[str, Any]], worker_id: str, now: float) -> None:
         if self.opens_attempts_in_claim:
@@ -219,7 +306,7 @@ class SQLQueue(Queue):
         tx.many("open_attempt", [{"id": r["id"], "number": r["attempt_seq"], "worker": worker_id, "now": now}
                                  for r in started])
 
-    def heartbeat(self, worker_id: str, progress: dict[str, tuple[int | None, int | None, float | None]],
+    def heartbeat(self, worker_id: str, progress: Mapping[str, tuple[int | None, int | None, float | None]],
                   lease_s: float) -> set[str]:
         if not progress:
             return set()
@@ -234,8 +321,11 @@ class SQLQueue(Queue):
 
     def record_page(self, job_id: str, worker_id: str, pass_name: str, page: int, result: dict[str, Any]) -> bool:
         def store(tx: Tx) -> bool:
-            return tx.run("store_page", id=job_id, worker=worker_id, page=page, result=self._json(result),
-                          now=time.time(), **{"pass": pass_name}) > 0
+            if tx.run("store_page", id=job_id, worker=worker_id, page=page, result=self._json(result),
+                      now=time.time(), **{"pass": pass_name}):
+                return True
+            # A replay of a finished job keeps the stored pages as they are.
+            return tx.one("open_replay", id=job_id, worker=worker_id) is not None
 
         return self._transaction(store)
 
@@ -247,11 +337,14 @@ class SQLQueue(Queue):
         tx.run("close_attempt", id=job_id, number=job["attempt_seq"], outcome=end.outcome, counted=close.counted,
                exit_code=end.exit_code, signal=end.signal, peak_mb=end.peak_mb, peak_rss_mb=end.peak_rss_mb,
                last_page=end.last_page, error=end.error, traceback=end.traceback, now=now)
-        tx.run("move_job", id=job_id, state=close.state, attempts=close.attempts, outcome=end.outcome,
-               error=end.error, peak=end.peak_mb, result=None if end.result is None else self._json(end.result),
-               delay=close.retry_delay_s, final=close.final, dead=close.dead, now=now)
+        moved = self._one(tx, "move_job", id=job_id, state=close.state, attempts=close.attempts,
+                          outcome=end.outcome, error=end.error, peak=end.peak_mb,
+                          result=None if end.result is None else self._json(end.result),
+                          delay=close.retry_delay_s, final=close.final, dead=close.dead, now=now)
         if close.state == "queued":
             self._wake(tx)
+        if close.final:
+            self._finished(FinalState(job_id, close.state, moved["attempts"], moved["progress_done"]))
         return close.state
 
     def finish(self, job_id: str, worker_id: str, end: AttemptEnd, retry_delay_s: float) -> str | None:
@@ -262,7 +355,7 @@ class SQLQueue(Queue):
         def close(tx: Tx) -> str | None:
             owned = tx.one("lock_owned_job", id=job_id, worker=worker_id)
             if owned is None:
-                return None
+                return self._close_replay(tx, job_id, worker_id, end)
             number[:] = [owned["attempt_seq"]]
             state[:] = [self._close_attempt(tx, job_id, end, retry_delay_s)]
             return state[0]
@@ -274,7 +367,17 @@ class SQLQueue(Queue):
                 raise QueueUnavailable("connection lost while finishing the job: not stored yet")
             return state[0]
 
-        return self._transaction(close, verify=stored)
+        return self._finishing(close, verify=stored)
+
+    def _close_replay(self, tx: Tx, job_id: str, worker_id: str, end: AttemptEnd) -> str | None:
+        """Close this worker's open replay of a finished job, leaving the job as it is; None if there is none."""
+        replay = tx.one("open_replay", id=job_id, worker=worker_id)
+        if replay is None:
+            return None
+        tx.run("close_attempt", id=job_id, number=replay["number"], outcome=end.outcome, counted=False,
+               exit_code=end.exit_code, signal=end.signal, peak_mb=end.peak_mb, peak_rss_mb=end.peak_rss_mb,
+               last_page=end.last_page, error=end.error, traceback=end.traceback, now=time.time())
+        return str(self._lock(tx, job_id)["status"])
 
     def reclaim_expired(self, retry_delay_s: float) -> list[str]:
         def reclaim(tx: Tx) -> list[str]:
@@ -284,10 +387,14 @@ class SQLQueue(Queue):
                                     retry_delay_s)
             return [r["id"] for r in rows]
 
-        return self._transaction(reclaim)
+        return self._finishing(reclaim)
 
     def register_worker(self, info: WorkerInfo) -> None:
-        self._transaction(lambda tx: tx.run("upsert_worker", **info.__dict__))
+        def register(tx: Tx) -> None:
+            tx.run("upsert_worker", **info.__dict__)
+            self._register_installed_passes(tx)
+
+        self._transaction(register)
 
     def worker_seen(self, worker_id: str, running: int) -> None:
         self._transaction(lambda tx: tx.run("worker_seen", id=worker_id, running=running, now=time.time()))

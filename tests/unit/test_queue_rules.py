@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from docsuper.supervisor.queue import rules
-from docsuper.supervisor.queue.errors import JobNotFound, QueueError
+from docsuper.supervisor.queue.errors import InvalidJob, JobNotFound, QueueError
 
 
 @pytest.mark.parametrize(("given", "stored"), [
@@ -97,3 +99,42 @@ def test_list_states_are_checked() -> None:
     rules.check_state("dead")
     with pytest.raises(QueueError, match="unknown job state 'done'"):
         rules.check_state("done")
+
+
+REGISTERED = {"ocr", "noop"}
+
+
+def check(**fields: object) -> None:
+    job: dict[str, object] = {"source": "a.pdf", "passes": ["ocr"], "options": {}, "priority": 0, "max_attempts": 3,
+                              "idempotency_key": None}
+    job.update(fields)
+    rules.check_new_job(registered=REGISTERED, **job)  # type: ignore[arg-type]
+
+
+def test_a_well_formed_job_passes_the_enqueue_checks() -> None:
+    check()
+    check(source=None, passes=["noop", "ocr"], options={"a": [1]}, priority=-1000, max_attempts=100,
+          idempotency_key="k" * 200)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"passes": []}, "passes must name at least one pass"),
+    ({"passes": ["ocr", "orc"]}, 'unknown pass "orc" (registered: noop, ocr)'),
+    ({"priority": 1001}, "priority must be between -1000 and 1000, not 1001"),
+    ({"priority": None}, "priority must be between -1000 and 1000, not NULL"),
+    ({"priority": True}, "priority must be between -1000 and 1000, not True"),
+    ({"max_attempts": 101}, "max_attempts must be between 1 and 100, not 101"),
+    ({"options": None}, "options must be a JSON object, not NULL"),
+    ({"options": [1]}, "options must be a JSON object, not array"),
+    ({"options": 3.5}, "options must be a JSON object, not number"),
+    ({"source": ""}, "source must not be empty"),
+    ({"idempotency_key": ""}, "idempotency_key must be 1 to 200 characters"),
+])
+def test_the_enqueue_checks_say_what_is_wrong(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidJob, match="^enqueue: " + re.escape(message)):
+        check(**fields)
+
+
+def test_no_registered_pass_at_all_says_how_to_register_them() -> None:
+    with pytest.raises(InvalidJob, match="no pass is registered yet: run `docsuper migrate`"):
+        rules.check_new_job("a.pdf", ["ocr"], {}, 0, 3, None, set())
