@@ -7,6 +7,11 @@ A "scan" is made the way paper gets scanned: text laid out by PyMuPDF with one o
 built-in fonts (helv, tiro, cour), rasterised in grayscale, turned by a fraction of a
 degree, blurred, given sensor noise and stored as a JPEG. `scanned_pdf` puts such JPEGs
 inside a PDF (one image per page, no text layer), which is what a copier produces.
+
+`SAMPLES` names the kinds of input the worker really gets (low-resolution copier scans
+at heavy JPEG compression, CCITT G4 faxes at fine and normal resolution, phone photos
+of a page, two-column letters, a medication table), each made by `make_sample`; the
+tests and `scripts/bench_ocr.py` measure CER per kind on them.
 """
 
 from __future__ import annotations
@@ -37,7 +42,32 @@ WORDS = (
 ).split()
 
 
-def _token(rng: random.Random) -> str:
+# What clinical letters carry and a general-purpose model misreads: drug names, units,
+# lab names, doses and dates (dd/mm/yyyy, as in UK letters).
+DRUGS = ("Metformin Amlodipine Atorvastatin Ramipril Levothyroxine Omeprazole Bisoprolol "
+         "Lansoprazole Simvastatin Gliclazide Furosemide Warfarin Apixaban Salbutamol "
+         "Sertraline Paracetamol Ibuprofen Amoxicillin Prednisolone Insulin").split()
+UNITS = ("mg", "mcg", "ml", "mmol/L", "mmol/mol", "units", "g/L", "mL/min")
+LABS = ("HbA1c", "eGFR", "LDL", "HDL", "TSH", "CRP", "ALT", "INR", "FBC", "U&E", "BNP", "Hb")
+FREQUENCIES = ("once daily", "twice daily", "three times daily", "at night", "as required", "weekly")
+
+
+def clinical_phrase(rng: random.Random) -> str:
+    """A dose line or a lab result: "Metformin 500 mg twice daily, started 21/05/2022", "HbA1c 48 mmol/mol"."""
+    date = f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(2015, 2025)}"
+    if rng.random() < 0.55:
+        dose = rng.choice(["500", "250", "20", "10", "5", "2.5", "40", "100", "75", "1"])
+        unit = rng.choice(["mg", "mg", "mcg", "ml", "units"])
+        phrase = f"{rng.choice(DRUGS)} {dose} {unit} {rng.choice(FREQUENCIES)}"
+        return phrase + (f", started {date}" if rng.random() < 0.5 else "")
+    lab = rng.choice(LABS)
+    value = rng.choice([f"{rng.randint(20, 140)}", f"{rng.randint(1, 12)}.{rng.randint(0, 9)}"])
+    return f"{lab} {value} {rng.choice(UNITS[3:])} on {date}"
+
+
+def _token(rng: random.Random, clinical: float = 0.0) -> str:
+    if clinical and rng.random() < clinical:
+        return clinical_phrase(rng)
     roll = rng.random()
     if roll < 0.06:
         return f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(1990, 2025)}"
@@ -51,15 +81,17 @@ def _token(rng: random.Random) -> str:
     return word
 
 
-def text_lines(rng: random.Random, count: int, width_chars: int = 64) -> list[str]:
-    """`count` lines of word-like text, each at most `width_chars` long, some ending in punctuation."""
+def text_lines(rng: random.Random, count: int, width_chars: int = 64, clinical: float = 0.0) -> list[str]:
+    """`count` lines of word-like text, each at most `width_chars` long, some ending in punctuation.
+
+    `clinical`: the share of tokens that are whole clinical phrases (doses, lab results)."""
     lines = []
     for _ in range(count):
         words: list[str] = []
         length = 0
         target = rng.randint(width_chars * 2 // 3, width_chars)
         while True:
-            token = _token(rng)
+            token = _token(rng, clinical)
             if length + len(token) + (1 if words else 0) > target:
                 break
             words.append(token)
@@ -95,16 +127,24 @@ class ScanStyle:
     page_size: tuple[float, float] = A4
     margin: float = 56.0
     leading: float = 1.55     # line spacing as a multiple of the font size
+    clinical: float = 0.0     # share of tokens that are clinical phrases (doses, lab results, dates)
+    columns: int = 1          # 2: a two-column letter (the truth is read column by column)
+
+
+COLUMN_GAP = 28.0  # points between the columns of a two-column page
 
 
 def _typeset(lines: list[str], style: ScanStyle) -> pymupdf.Document:
     doc = pymupdf.open()
     width, height = style.page_size
     page = doc.new_page(width=width, height=height)
-    y = style.margin + style.fontsize
-    for line in lines:
-        page.insert_text((style.margin, y), line, fontname=style.font, fontsize=style.fontsize)
-        y += style.fontsize * style.leading
+    per_column = -(-len(lines) // style.columns)
+    column_width = (width - 2 * style.margin - COLUMN_GAP * (style.columns - 1)) / style.columns
+    for index, line in enumerate(lines):
+        column, row = divmod(index, per_column)
+        x = style.margin + column * (column_width + COLUMN_GAP)
+        y = style.margin + style.fontsize + row * style.fontsize * style.leading
+        page.insert_text((x, y), line, fontname=style.font, fontsize=style.fontsize)
     return doc
 
 
@@ -115,8 +155,9 @@ def lines_that_fit(style: ScanStyle) -> tuple[int, int]:
     rows = int(usable_h // (style.fontsize * style.leading)) + 1
     # helv's average glyph is ~0.5 em wide on this vocabulary; cour is exactly 0.6 em.
     em = 0.6 if style.font == "cour" else 0.52
-    cols = int((width - 2 * style.margin) / (style.fontsize * em))
-    return rows, cols
+    column_width = (width - 2 * style.margin - COLUMN_GAP * (style.columns - 1)) / style.columns
+    cols = int(column_width / (style.fontsize * em))
+    return rows * style.columns, cols
 
 
 def render_page(lines: list[str], style: ScanStyle) -> np.ndarray:
@@ -148,7 +189,7 @@ def scanned_page(seed: int, style: ScanStyle | None = None, lines: int | None = 
     style = style or ScanStyle()
     rng = random.Random(seed)
     rows, cols = lines_that_fit(style)
-    text = text_lines(rng, min(rows, lines) if lines else rows, cols)
+    text = text_lines(rng, min(rows, lines) if lines else rows, cols, style.clinical)
     return Page(degrade(render_page(text, style), style, rng), text)
 
 
@@ -218,6 +259,169 @@ def multipage_tiff(path: Path, pages: list[Page], dpi: int = 300, compression: s
     frames = [Image.fromarray(p.image, mode="L") for p in pages]
     kwargs = {"compression": compression} if compression else {}
     frames[0].save(path, format="TIFF", save_all=True, append_images=frames[1:], dpi=(dpi, dpi), **kwargs)
+
+
+# --- the inputs people really send -----------------------------------------------
+
+def table_page(seed: int, style: ScanStyle, rows: int = 12) -> Page:
+    """A ruled medication table (drug, dose, frequency, started), scanned; the truth is row by row."""
+    rng = random.Random(seed)
+    header = ["Medication", "Dose", "Frequency", "Started"]
+    body = [[rng.choice(DRUGS), f"{rng.choice(['500', '20', '10', '2.5', '75', '100'])} "
+             f"{rng.choice(['mg', 'mcg', 'ml'])}", rng.choice(FREQUENCIES),
+             f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(2015, 2025)}"] for _ in range(rows)]
+    doc = pymupdf.open()
+    width, height = style.page_size
+    page = doc.new_page(width=width, height=height)
+    widths = [150.0, 80.0, 140.0, 90.0]
+    row_h = style.fontsize * 2.0
+    x0, y0 = style.margin, style.margin + 20
+    shape = page.new_shape()
+    for r, cells in enumerate([header, *body]):
+        y = y0 + r * row_h
+        x = x0
+        for w, cell in zip(widths, cells):
+            page.insert_text((x + 4, y + row_h * 0.68), cell, fontname="hebo" if r == 0 else style.font,
+                             fontsize=style.fontsize)
+            x += w
+    for r in range(len(body) + 2):
+        shape.draw_line((x0, y0 + r * row_h), (x0 + sum(widths), y0 + r * row_h))
+    x = x0
+    for w in [0.0, *widths]:
+        x += w
+        shape.draw_line((x, y0), (x, y0 + (len(body) + 1) * row_h))
+    shape.finish(color=(0, 0, 0), width=0.8)
+    shape.commit()
+    pix = page.get_pixmap(dpi=style.dpi, colorspace=pymupdf.csGRAY)
+    image = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width).copy()
+    doc.close()
+    lines = [" ".join(cells) for cells in [header, *body]]
+    return Page(degrade(image, style, rng), lines)
+
+
+def photo_of_page(page: Page, seed: int, long_side: int = 2400) -> np.ndarray:
+    """A phone photo of a printed page: the page smaller than the frame on a darker desk, seen
+    at a slight angle (perspective), lit unevenly, a little out of focus."""
+    rng = random.Random(seed)
+    h, w = page.image.shape
+    scale = long_side / max(h, w)
+    out_h, out_w = int(h * scale), int(w * scale)
+    inset = 0.07
+    quad = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    jitter = [(rng.uniform(-0.025, 0.025), rng.uniform(-0.02, 0.02)) for _ in range(4)]
+    corners = [(inset, inset), (1 - inset, inset), (1 - inset, 1 - inset), (inset, 1 - inset)]
+    target = np.float32([[(cx + dx) * out_w, (cy + dy) * out_h] for (cx, cy), (dx, dy) in zip(corners, jitter)])
+    matrix = cv2.getPerspectiveTransform(quad, target)
+    image = cv2.warpPerspective(page.image, matrix, (out_w, out_h), flags=cv2.INTER_AREA, borderValue=90)
+    # Light falls off across the frame: a gradient from one corner, 25-40 % darker at the far side.
+    yy, xx = np.mgrid[0:out_h, 0:out_w].astype(np.float32)
+    fall = rng.uniform(0.25, 0.4)
+    light = 1.0 - fall * (xx / out_w * 0.6 + yy / out_h * 0.4)
+    image = cv2.GaussianBlur(image.astype(np.float32) * light, (0, 0), 1.1)
+    noise = np.random.default_rng(rng.randint(0, 2**31)).normal(0, 5.0, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+def fax_page(page: Page, vertical_dpi: int, dpi: int = 200) -> np.ndarray:
+    """A fax: black and white only, at `vertical_dpi` lines per inch (100 for normal, 200 for fine)."""
+    image = page.image
+    if vertical_dpi != dpi:
+        image = cv2.resize(image, (image.shape[1], round(image.shape[0] * vertical_dpi / dpi)),
+                           interpolation=cv2.INTER_AREA)
+    return np.where(image < 150, 0, 255).astype(np.uint8)
+
+
+def fax_tiff(path: Path, images: list[np.ndarray], dpi: tuple[int, int]) -> None:
+    """A multi-page TIFF in CCITT Group 4 at (horizontal, vertical) dpi, as fax servers store it."""
+    from PIL import Image
+
+    frames = [Image.fromarray(image, mode="L").convert("1") for image in images]
+    frames[0].save(path, format="TIFF", save_all=True, append_images=frames[1:], dpi=dpi, compression="group4")
+
+
+@dataclass
+class Sample:
+    """A generated document of one kind, with its text per page."""
+
+    kind: str
+    path: Path
+    truth: list[str]
+    columns: int = 1
+
+
+def _scan_pdf_sample(kind: str, path: Path, seeds: list[int], style: ScanStyle, lines: int | None) -> Sample:
+    pages = scanned_pdf(path, seeds, style, lines)
+    return Sample(kind, path, [p.text for p in pages], style.columns)
+
+
+def _low_res(dpi: int, quality: int) -> ScanStyle:
+    # A copier set to save space: low resolution, heavy JPEG, one column of clinical text.
+    return ScanStyle(dpi=dpi, jpeg_quality=quality, angle=0.7, blur=0.5 * dpi / 150, noise=6.0, clinical=0.25)
+
+
+def make_sample(kind: str, directory: Path, seed: int = 1, pages: int = 1, lines: int | None = None) -> Sample:
+    """One document of `kind` (a key of SAMPLES) with `pages` pages in `directory`."""
+    seeds = [seed * 100 + i for i in range(pages)]
+    if kind.startswith("scan"):
+        dpi, quality = SAMPLES[kind]
+        ext = "pdf"
+        return _scan_pdf_sample(kind, directory / f"{kind}-{seed}.{ext}", seeds, _low_res(dpi, quality), lines)
+    if kind == "two_column":
+        style = ScanStyle(dpi=200, jpeg_quality=50, angle=0.5, columns=2, fontsize=10.0, clinical=0.15)
+        return _scan_pdf_sample(kind, directory / f"{kind}-{seed}.pdf", seeds, style, lines)
+    if kind == "table":
+        style = ScanStyle(dpi=200, jpeg_quality=50, angle=0.4, blur=0.6)
+        table = [table_page(s, style, rows=lines or 12) for s in seeds]
+        path = directory / f"{kind}-{seed}.pdf"
+        doc = pymupdf.open()
+        for page in table:
+            out = doc.new_page(width=style.page_size[0], height=style.page_size[1])
+            out.insert_image(out.rect, stream=encode_jpeg(page.image, style.jpeg_quality))
+        doc.save(path)
+        doc.close()
+        return Sample(kind, path, [p.text for p in table])
+    if kind.startswith("fax"):
+        vertical = SAMPLES[kind][1]
+        style = ScanStyle(dpi=200, angle=0.5, blur=0.4, noise=3.0, clinical=0.25)
+        scans = [scanned_page(s, style, lines) for s in seeds]
+        path = directory / f"{kind}-{seed}.tif"
+        fax_tiff(path, [fax_page(p, vertical) for p in scans], (200, vertical))
+        return Sample(kind, path, [p.text for p in scans])
+    if kind == "photo":
+        page = scanned_page(seeds[0], ScanStyle(dpi=300, angle=0.0, blur=0.0, noise=0.0, clinical=0.25), lines)
+        path = directory / f"{kind}-{seed}.jpg"
+        path.write_bytes(encode_jpeg(photo_of_page(page, seed), 80))
+        return Sample(kind, path, [page.text])
+    raise ValueError(f"unknown sample kind {kind!r}")
+
+
+# kind: (dpi, JPEG quality) for scans, (horizontal, vertical) dpi for faxes; the rest are fixed.
+SAMPLES: dict[str, tuple[int, int] | None] = {
+    "scan300_q60": (300, 60),
+    "scan200_q50": (200, 50),
+    "scan150_q40": (150, 40),
+    "scan110_q35": (110, 35),
+    "scan100_q30": (100, 30),
+    "fax_fine": (200, 200),
+    "fax_normal": (200, 100),
+    "photo": None,
+    "two_column": None,
+    "table": None,
+}
+
+
+def column_text(lines: list[tuple[list[list[float]], str]], page_width: float, columns: int) -> str:
+    """OCR lines read column by column (by the centre of each box), top to bottom in each:
+    how a two-column page's truth is written, whatever order an engine returned."""
+    if columns == 1:
+        return "\n".join(text for _, text in lines)
+    buckets: list[list[tuple[float, str]]] = [[] for _ in range(columns)]
+    for box, text in lines:
+        xs = [p[0] for p in box]
+        ys = [p[1] for p in box]
+        centre = (min(xs) + max(xs)) / 2
+        buckets[min(columns - 1, int(centre / page_width * columns))].append(((min(ys) + max(ys)) / 2, text))
+    return "\n".join(text for bucket in buckets for _, text in sorted(bucket))
 
 
 # --- bad inputs -----------------------------------------------------------------

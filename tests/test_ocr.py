@@ -136,6 +136,27 @@ def test_render_is_clamped_to_the_pixel_budget(tmp_path: Path):
     assert result["text"]
 
 
+def test_every_sample_kind_is_a_document_the_worker_accepts(tmp_path: Path):
+    """The generated look-alikes of real inputs pass validation, with the pages and resolution meant."""
+    import pymupdf
+
+    from docsuper.passes import inputs
+
+    limits = inputs.Limits.from_config({"inputs": {"allowed_roots": [str(tmp_path)]}})
+    for kind in docgen.SAMPLES:
+        sample = docgen.make_sample(kind, tmp_path, seed=2, pages=2 if kind.startswith("fax") else 1, lines=6)
+        document = inputs.validate(sample.path, limits)
+        assert document.pages == len(sample.truth), kind
+        assert all(text.strip() for text in sample.truth), kind
+        if kind.startswith("fax"):
+            assert document.kind == "tiff"
+            with pymupdf.open(sample.path) as doc:  # G4 decodes, and the page keeps its paper size
+                assert doc[0].rect.width == pytest.approx(595, abs=2)
+                assert doc[0].rect.height == pytest.approx(842, abs=2)
+    clinical = docgen.text_lines(__import__("random").Random(1), 40, 64, clinical=0.3)
+    assert any(unit in " ".join(clinical).split() for unit in ("mg", "mcg"))
+
+
 # --- the text layer -----------------------------------------------------------------------
 
 def test_text_layer_pages_are_not_ocred(tmp_path: Path):
