@@ -26,11 +26,20 @@ import ctypes
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from docsuper.supervisor.config import OcrConfig
+
 Line = tuple[list[list[float]], str, float]  # box (four [x, y] corners), text, confidence
+
+
+NAME = "rapidocr"
+# Below this a scan is upscaled: on 110 dpi JPEG scans the recogniser read 200 dpi renders
+# better than the scan's own pixels (CER 10 % against 15 %) and no worse than 300 dpi.
+MIN_DPI = 200
 
 
 @dataclass(frozen=True)
@@ -41,23 +50,16 @@ class EngineSettings:
     threads: int = 1          # 0: onnxruntime's default (one per core)
 
     @classmethod
-    def from_config(cls, ocr: dict[str, Any]) -> "EngineSettings":
-        base = cls()
-        return cls(
-            det_max_side=int(ocr.get("det_max_side", base.det_max_side)),
-            use_angle_cls=bool(ocr.get("use_angle_cls", base.use_angle_cls)),
-            rec_batch=int(ocr.get("rec_batch", base.rec_batch)),
-            threads=int(ocr.get("threads", base.threads)),
-        )
-
-    @classmethod
-    def rapidocr_defaults(cls) -> "EngineSettings":
-        """What `RapidOCR()` does out of the box, for the benchmark's comparison."""
-        return cls(det_max_side=0, use_angle_cls=True, rec_batch=6, threads=0)
+    def from_section(cls, ocr: "OcrConfig") -> "EngineSettings":
+        return cls(det_max_side=ocr.det_max_side, use_angle_cls=ocr.use_angle_cls, rec_batch=ocr.rec_batch,
+                   threads=ocr.threads)
 
 
 class Engine:
     """One RapidOCR instance with the lean settings; call it with a grayscale page."""
+
+    name = NAME
+    min_dpi = MIN_DPI
 
     def __init__(self, settings: EngineSettings) -> None:
         tune_malloc()  # before the models are loaded, so their buffers follow it too
@@ -98,6 +100,11 @@ def _limit_detector(text_det: Any, max_side: int) -> None:
     text_det.limit_side_len = max_side
     text_det.limit_type = "max"
     text_det.get_preprocess = lambda max_wh: preprocess
+
+
+def available(tessdata_dir: str = "") -> bool:
+    """RapidOCR is a hard dependency: always there, the fallback of `ocr.engine = "auto"`."""
+    return True
 
 
 @functools.lru_cache(maxsize=2)

