@@ -65,7 +65,8 @@ def assert_cer(truth: list[str], results: dict[int, dict[str, Any]]) -> tuple[fl
 
 @pytest.mark.ocr
 @pytest.mark.slow
-def test_scanned_pdf_with_skew_blur_noise_and_jpeg(tmp_path: Path):
+@pytest.mark.parametrize("engine", ["tesseract", "rapidocr"])
+def test_scanned_pdf_with_skew_blur_noise_and_jpeg(tmp_path: Path, engine: str):
     """Two scans in one PDF, in two typefaces, turned by up to a degree, as a copier makes them."""
     doc = tmp_path / "scan.pdf"
     styles = [docgen.ScanStyle(font="helv", angle=0.8, blur=0.9, noise=7.0, jpeg_quality=70),
@@ -82,9 +83,10 @@ def test_scanned_pdf_with_skew_blur_noise_and_jpeg(tmp_path: Path):
     out.save(doc)
     out.close()
 
-    summary, events = run_ocr(doc, tmp_path)
+    summary, events = run_ocr(doc, tmp_path, engine=engine)
     results = page_results(events)
     assert summary["pages"] == summary["pages_ocr"] == 2 and summary["pages_text_layer"] == 0
+    assert summary["engine"] == engine and summary["plan"] == "standard"
     assert summary["chars"] == sum(len(r["text"]) for r in results.values())
     assert "text" not in summary
     assert_cer(truth, results)
@@ -155,6 +157,49 @@ def test_every_sample_kind_is_a_document_the_worker_accepts(tmp_path: Path):
                 assert doc[0].rect.height == pytest.approx(842, abs=2)
     clinical = docgen.text_lines(__import__("random").Random(1), 40, 64, clinical=0.3)
     assert any(unit in " ".join(clinical).split() for unit in ("mg", "mcg"))
+
+
+# CER with spaces each kind of input must stay within, on the default engine (the issue's
+# targets; measured figures in docs/ocr.md). One page of ten lines each: ~500 characters, so
+# 0.3 % is one wrong character.
+KIND_CER_MAX = {
+    "scan300_q60": 0.003, "scan200_q50": 0.005, "scan150_q40": 0.005, "scan110_q35": 0.005,
+    "scan100_q30": 0.005, "fax_fine": 0.01, "fax_normal": 0.01, "photo": 0.01, "two_column": 0.01, "table": 0.01,
+}
+
+
+@pytest.mark.ocr
+def test_cer_per_kind_of_input(tmp_path: Path):
+    """Every kind of input people send, read by the default engine within its CER bound, in
+    reading order: a two-column letter column by column, a table row by row."""
+    assert set(KIND_CER_MAX) == set(docgen.SAMPLES)
+    failures = {}
+    for kind, bound in KIND_CER_MAX.items():
+        sample = docgen.make_sample(kind, tmp_path, seed=4, lines=10)
+        summary, events = run_ocr(sample.path, tmp_path)
+        results = page_results(events)
+        hyp = "\n".join(results[n]["text"] for n in sorted(results))
+        measured = docgen.cer("\n".join(sample.truth), hyp)
+        if measured > bound:
+            failures[kind] = (round(measured * 100, 2), hyp)
+        assert summary["engine"] == "tesseract"
+        if kind == "scan110_q35":  # upscaled for the engine, not rendered at 300 dpi
+            assert (results[1]["source_dpi"], results[1]["dpi"]) == (pytest.approx(110, abs=1), 200.0)
+    assert not failures, failures
+
+
+@pytest.mark.ocr
+def test_clinical_terms_survive_a_low_resolution_scan(tmp_path: Path):
+    """Doses, units and lab names on a 100 dpi JPEG scan: the corrections put back what the
+    engine misreads ("meg" for "mcg", "HbAtc" for "HbA1c"); without them more are lost."""
+    sample = docgen.make_sample("scan100_q30", tmp_path, seed=25, lines=24)
+    truth = "\n".join(sample.truth)
+    missing = {}
+    for vocabulary in (True, False):
+        _, events = run_ocr(sample.path, tmp_path, clinical_vocabulary=vocabulary)
+        missing[vocabulary], total = docgen.token_errors(truth, page_results(events)[1]["text"])
+    assert total >= 100
+    assert missing[True] <= 1 and missing[False] >= missing[True] + 3, (missing, total)
 
 
 # --- the text layer -----------------------------------------------------------------------

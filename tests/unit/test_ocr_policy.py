@@ -1,0 +1,129 @@
+"""The OCR pass's pure policy: memory plans, render resolution, clinical corrections, layout choice."""
+
+from __future__ import annotations
+
+import pymupdf
+import pytest
+
+from docsuper.passes import memory_plan, ocr
+from docsuper.passes.clinical_terms import Corrector, corrector, skeleton
+from docsuper.passes.tesseract_ocr import side_by_side
+
+A4 = pymupdf.Rect(0, 0, 595, 842)
+
+
+# --- memory plans ------------------------------------------------------------------------
+
+def test_each_oom_makes_the_plan_lighter_until_the_lightest():
+    plans = [memory_plan.plan_for(memory_plan.oom_attempts(["oom"] * n), 300, 9_000_000, "rapidocr", "tesseract")
+             for n in range(5)]
+    assert [p.name for p in plans] == ["standard", "lighter", "lightest", "lightest", "lightest"]
+    assert plans[0] == memory_plan.MemoryPlan(0, "standard", 300, 9_000_000, "rapidocr")
+    assert [p.engine for p in plans[1:]] == ["tesseract"] * 4
+    dpis = [p.dpi for p in plans]
+    pixels = [p.max_render_pixels for p in plans]
+    assert dpis == sorted(dpis, reverse=True) and dpis[2] < dpis[1] < dpis[0]
+    assert pixels == sorted(pixels, reverse=True) and pixels[2] < pixels[1] < pixels[0]
+    assert [p.lightest for p in plans] == [False, False, True, True, True]
+
+
+def test_a_lighter_plan_never_raises_what_the_operator_set():
+    plan = memory_plan.plan_for(1, 120, 1_000_000, "tesseract", "tesseract")
+    assert (plan.dpi, plan.max_render_pixels) == (120, 1_000_000)
+
+
+def test_only_oom_attempts_count():
+    assert memory_plan.oom_attempts(["error", "oom", "timeout", "crashed", "oom"]) == 2
+    assert memory_plan.oom_attempts(None) == 0
+
+
+# --- render resolution -------------------------------------------------------------------
+
+def settings(dpi: int = 300, pixels: int = 9_000_000, min_dpi: int = 200) -> ocr.OcrSettings:
+    plan = memory_plan.MemoryPlan(0, "standard", dpi, pixels, "tesseract")
+    return ocr.OcrSettings(plan=plan, text_layer_min_chars=16, engine_settings=None, min_dpi=min_dpi,
+                           vocabulary=(False, ""))
+
+
+@pytest.mark.parametrize("source, expected", [
+    (110, 200),    # a low-resolution scan is upscaled to the engine's minimum, not to 300
+    (150, 200),
+    (240, 240),    # read at its own resolution
+    (300, 300),
+    (600, 300),    # never above the plan's dpi
+    (None, 300),   # no scan on the page: the plan's dpi
+])
+def test_a_scan_is_read_near_its_own_resolution(source, expected):
+    assert ocr.render_zoom(A4, source, settings()) * 72 == pytest.approx(expected)
+
+
+def test_an_image_without_a_stored_resolution_is_read_at_its_own_pixels():
+    assert ocr.render_zoom(A4, 96.0, settings(), stored=False) * 72 == pytest.approx(96)
+
+
+def test_the_pixel_budget_bounds_every_render():
+    zoom = ocr.render_zoom(A4, 110, settings(pixels=2_000_000))
+    assert A4.width * A4.height * zoom * zoom == pytest.approx(2_000_000, rel=1e-6)
+    assert ocr.render_zoom(A4, 110, settings(dpi=150)) * 72 == pytest.approx(150)  # a lighter plan's cap
+
+
+def test_the_source_resolution_comes_from_the_image_on_the_page():
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    pix = pymupdf.Pixmap(pymupdf.csGRAY, pymupdf.IRect(0, 0, 909, 1286), False)  # A4 at 110 dpi
+    pix.clear_with(255)
+    page.insert_image(page.rect, pixmap=pix)
+    logo = doc.new_page(width=595, height=842)
+    logo.insert_image(pymupdf.Rect(10, 10, 110, 60), pixmap=pix)  # a small image is no scan
+    doc.new_page()
+    assert ocr.source_dpi(doc[0]) == pytest.approx(110, abs=0.5)
+    assert ocr.source_dpi(doc[1]) is None
+    assert ocr.source_dpi(doc[2]) is None
+
+
+# --- clinical corrections ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fix() -> Corrector:
+    return corrector(True, "")
+
+
+@pytest.mark.parametrize("read, meant", [
+    ("Metformin 500 meg twice daily", "Metformin 500 mcg twice daily"),
+    ("Metiormin 500 mg", "Metformin 500 mg"),
+    ("HbAtc 48 mmol/mo!", "HbA1c 48 mmol/mol"),
+    ("HbA1¢ on 21/05/2022,", "HbA1c on 21/05/2022,"),
+    ("given 10 mi at night", "given 10 ml at night"),
+    ("weight 54kq", "weight 54kg"),
+    ("179mI daily", "179ml daily"),
+    ("(Amlodipine), 5 mg", "(Amlodipine), 5 mg"),
+])
+def test_misread_clinical_words_are_put_right(fix, read, meant):
+    assert fix.line(read) == meant
+
+
+@pytest.mark.parametrize("text", [
+    "Meg was seen in clinic",     # a unit's look-alike that follows no number is a word
+    "insulin started in March",   # only the case differs: left alone
+    "the mi of it",
+    "time  and\ttabs kept",       # spacing is kept as it was
+])
+def test_ordinary_words_are_left_alone(fix, text):
+    assert fix.line(text) == text
+
+
+def test_a_deployment_adds_its_own_words(tmp_path):
+    own = tmp_path / "words.txt"
+    own.write_text("# our drugs\nZapotrexin\n")
+    assert corrector(False, str(own)).line("Zapotrexln 20 mg") == "Zapotrexin 20 mg"
+    assert not corrector(False, "")
+    assert skeleton("HbA1c") == skeleton("HbAtc") == skeleton("HbAic")
+
+
+# --- Tesseract's layout ------------------------------------------------------------------
+
+def test_prose_columns_are_blocks_side_by_side():
+    left, right = (160, 150, 680, 900), (870, 160, 1350, 910)
+    assert side_by_side([left, right])
+    assert not side_by_side([left, (160, 950, 1350, 1300)])  # one above the other
+    assert not side_by_side([left])
