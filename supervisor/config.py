@@ -174,7 +174,7 @@ class WorkersConfig(Section):
     shutdown_grace_s: float = setting(25.0, min=0.0, max=3600, help="how long running jobs may finish after SIGTERM")
     start_method: str = setting("forkserver", choices=("forkserver", "spawn"),
                                 help="forkserver: fork from a preloaded zygote; spawn: fresh interpreter per job")
-    preload: tuple[str, ...] = setting(("numpy", "cv2", "pymupdf", "docsuper.passes.ocr"),
+    preload: tuple[str, ...] = setting(("numpy", "cv2", "pymupdf", "tesserocr", "docsuper.passes.ocr"),
                                        help="modules the fork server imports once; each must start no thread")
 
 

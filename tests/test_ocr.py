@@ -311,12 +311,17 @@ def test_bad_input_is_refused_before_the_engine_starts(tmp_path: Path):
 
 
 def test_importing_the_pass_starts_no_thread():
-    """The fork server may preload docsuper.passes.ocr: it must not bring onnxruntime along."""
-    code = ("import os, sys; import docsuper.passes.ocr; "
-            "print(len(os.listdir('/proc/self/task')), 'onnxruntime' in sys.modules)")
+    """The fork server preloads docsuper.passes.ocr and tesserocr: neither may start a thread or
+    bring onnxruntime along. Making the Tesseract engine starts none either."""
+    code = ("import os, sys; import docsuper.passes.ocr, tesserocr; "
+            "n = len(os.listdir('/proc/self/task')); "
+            "from docsuper.passes import engines; from docsuper.supervisor.config import OcrConfig; "
+            "engines.engine('tesseract', engines.settings_for('tesseract', OcrConfig())); "
+            "print(n, len(os.listdir('/proc/self/task')), 'onnxruntime' in sys.modules)")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.split() == ["1", "False"]
+    assert out.stdout.split() == ["1", "1", "False"]
+    assert "tesserocr" in load_config(None, {}).workers.preload
 
 
 # --- memory -------------------------------------------------------------------------------
