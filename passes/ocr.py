@@ -76,6 +76,9 @@ def run(ctx: PassContext) -> dict[str, Any]:
     started = time.monotonic()
     name = ctx.pass_name or PASS_NAME
     settings = OcrSettings.from_config(ctx.config, getattr(ctx.spec, "earlier_outcomes", None))
+    # Before any page: if this attempt runs out of memory, the parent knows which plan failed
+    # (it records it with the attempt, and retries with a lighter one unless this was the lightest).
+    ctx.emit({"type": "plan", "pass": name, "plan": {**settings.plan.as_dict(), "lightest": settings.plan.lightest}})
     document = inputs.open_input(ctx)
     stored = ctx.resumed(name)
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Run `docsuper run --drain` inside a 512 MB memory cgroup, as on a Render Starter box.
 
-    sudo .venv/bin/python scripts/bench_box.py [--limit-mb 512] [--jobs 12] [--pages 4]
+    sudo .venv/bin/python scripts/bench_box.py [--limit-mb 512] [--concurrency 5] [--quick]
 
 Creates a memory cgroup (v1 or v2) below the one this process is in, limits it,
-starts the supervisor in it (with WORKER_CONCURRENCY=5), and feeds it scanned
-PDFs for the OCR pass plus a few memory bombs. Prints each outcome's count, the
-peak memory of the whole box as the kernel counted it, and how often the
-kernel's OOM killer fired (the number that must be 0). Needs root.
+starts the supervisor in it and feeds it a burst of 16 mixed jobs like the crash
+file's: low-resolution scans, ~20 MB uncompressed TIFFs, a 142-page scan, images
+(a phone photo, a PNG, a G4 fax) and text-layer PDFs. Runs the burst at
+WORKER_CONCURRENCY=5 and again at 1, and prints per run: outcomes, the kernel's OOM
+kills inside the box (must be 0), the box's peak memory, the most OCR children
+alive at once, and pages/s, with the ratio of the two runs. Needs root.
+`scripts/bench_ocr.py` calls `burst_figures` for the same table.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from make_samples import scan_of  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 class MemoryCgroup:
@@ -61,6 +64,12 @@ class MemoryCgroup:
         except OSError:
             return float("nan")
 
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
     def oom_kills(self) -> int:
         if self.version == 1:
             text = (self.path / "memory.oom_control").read_text()
@@ -81,59 +90,165 @@ class MemoryCgroup:
                 time.sleep(0.1)
 
 
+def make_burst(directory: Path, quick: bool = False) -> list[Path]:
+    """The 16 mixed jobs of the crash file (--quick: the same mix, smaller documents)."""
+    import docgen
+
+    directory.mkdir(parents=True, exist_ok=True)
+    jobs: list[Path] = []
+    letter = docgen.ScanStyle(dpi=110, jpeg_quality=35, blur=0.4, clinical=0.2)
+    for i in range(6):  # three-page letters scanned at 110 dpi, JPEG 35
+        path = directory / f"scan-{i}.pdf"
+        docgen.scanned_pdf(path, range(100 * i, 100 * i + (2 if quick else 3)), letter, lines=15)
+        jobs.append(path)
+    for i in range(2):  # two dense pages at 320 dpi, uncompressed: ~20 MB each
+        dpi = 200 if quick else 320
+        pages = [docgen.scanned_page(900 + 2 * i + k, docgen.ScanStyle(dpi=dpi)) for k in range(2)]
+        path = directory / f"big-{i}.tif"
+        docgen.multipage_tiff(path, pages, dpi=dpi, compression=None)
+        jobs.append(path)
+    long_scan = directory / "long.pdf"  # the crash file itself: 142 letters at 150 dpi, JPEG 50
+    docgen.scanned_pdf(long_scan, range(1000, 1000 + (20 if quick else 142)),
+                       docgen.ScanStyle(dpi=150, blur=0.5, noise=4.0, jpeg_quality=50), lines=15)
+    jobs.append(long_scan)
+    jobs.append(docgen.make_sample("photo", directory, seed=3, lines=20).path)
+    png = directory / "referral.png"
+    png.write_bytes(docgen.encode_png(docgen.scanned_page(77, docgen.ScanStyle(dpi=150), lines=12).image))
+    jobs.append(png)
+    jobs.append(docgen.make_sample("fax_normal", directory, seed=5, pages=2, lines=20).path)
+    for i in range(4):  # born-digital letters: the text layer, no OCR
+        path = directory / f"digital-{i}.pdf"
+        import random
+
+        rng = random.Random(i)
+        docgen.text_pdf(path, [docgen.text_lines(rng, 30, 70) for _ in range(3)])
+        jobs.append(path)
+    return jobs
+
+
+def _env(work: Path, roots: Path, concurrency: int, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSUPER_")}
+    env.pop("DATABASE_URL", None)
+    (work / "none.toml").write_text("")
+    env.update({"DOCSUPER_QUEUE_URL": f"sqlite:///{work / 'queue.db'}", "DOCSUPER_CONFIG": str(work / "none.toml"),
+                "WORKER_CONCURRENCY": str(concurrency), "DOCSUPER_INPUTS_ALLOWED_ROOTS": str(roots),
+                "DOCSUPER_LOG_LEVEL": "debug", "DOCSUPER_RETRY_BACKOFF_BASE_S": "0.5", **extra})
+    return env
+
+
+def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict[str, str] | None = None
+              ) -> dict[str, Any]:
+    """The burst through `docsuper run --drain` in a fresh memory cgroup; the box's figures."""
+    with tempfile.TemporaryDirectory(prefix="docsuper-box-") as tmp:
+        work = Path(tmp)
+        env = _env(work, jobs[0].parent, concurrency, extra_env or {})
+        cli = [sys.executable, "-m", "docsuper.supervisor.cli"]
+        subprocess.run([*cli, "submit", *map(str, jobs)], env=env, check=True, capture_output=True)
+        box = MemoryCgroup(f"docsuper-bench-{os.getpid()}-{concurrency}", limit_mb)
+        most = [0]
+        done = threading.Event()
+
+        def count_processes() -> None:
+            # The parent and the fork server are always there; the rest are job children
+            # (a text-layer job's child lives a fraction of a second).
+            while not done.is_set():
+                most[0] = max(most[0], len(box.pids()))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=count_processes, daemon=True)
+        try:
+            sampler.start()
+            started = time.monotonic()
+            run = subprocess.run(box.enter_command([*cli, "run", "--drain"]), env=env, capture_output=True,
+                                 text=True)
+            seconds = time.monotonic() - started
+            done.set()
+            sampler.join()
+            peak, kills = box.peak_mb(), box.oom_kills()
+        finally:
+            done.set()
+            box.remove()
+        listing = json.loads(subprocess.run([*cli, "list", "--json", "--limit", "1000"], env=env, check=True,
+                                            capture_output=True, text=True).stdout)
+    records = [json.loads(line) for line in run.stdout.splitlines() + run.stderr.splitlines()
+               if line.startswith("{")]
+    pages = sum((job.get("result") or {}).get("ocr", {}).get("pages", 0) for job in listing
+                if job["status"] == "succeeded")
+    ocr_pages = sum((job.get("result") or {}).get("ocr", {}).get("pages_ocr", 0) for job in listing
+                    if job["status"] == "succeeded")
+    ready = next((r for r in records if r.get("event") == "launcher_ready"), {})
+    return {
+        "concurrency": concurrency, "exit_code": run.returncode, "seconds": round(seconds, 1),
+        "statuses": dict(collections.Counter(job["status"] for job in listing)),
+        "outcomes": dict(collections.Counter(r["outcome"] for r in records if r.get("event") == "job_finished")),
+        "oom_kills": kills, "box_peak_mb": round(peak), "box_budget_mb": ready.get("box_budget_mb"),
+        "most_ocr_children": _most_ocr_children(records, listing), "most_processes": most[0],
+        "pages": pages, "ocr_pages": ocr_pages, "pages_per_s": round(pages / seconds, 3),
+        "stderr": run.stderr[-1500:] if run.returncode else "",
+    }
+
+
+def _most_ocr_children(records: list[dict[str, Any]], listing: list[dict[str, Any]]) -> int:
+    """The most children reading scanned pages at once, from job_started/job_finished times."""
+    ocr_jobs = {job["id"] for job in listing if ((job.get("result") or {}).get("ocr", {}).get("pages_ocr") or 0) > 0
+                or job["status"] != "succeeded"}
+    edges = []
+    for r in records:
+        if r.get("job_id") in ocr_jobs and r.get("event") in ("job_started", "job_finished"):
+            stamp = r.get("ts") or r.get("t") or r.get("time")
+            if isinstance(stamp, (int, float)):
+                edges.append((stamp, 1 if r["event"] == "job_started" else -1))
+            elif isinstance(stamp, str):
+                from datetime import datetime
+
+                edges.append((datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp(),
+                              1 if r["event"] == "job_started" else -1))
+    running = most = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        running += step
+        most = max(most, running)
+    return most
+
+
+def burst_figures(directory: Path, limit_mb: int = 512, quick: bool = False) -> dict[str, Any]:
+    """The burst at concurrency 5 and at 1, in one run; their figures and the pages/s ratio."""
+    jobs = make_burst(directory, quick)
+    many = run_burst(jobs, limit_mb, 5)
+    one = run_burst(jobs, limit_mb, 1)
+    ratio = many["pages_per_s"] / one["pages_per_s"] if one["pages_per_s"] else float("nan")
+    return {"jobs": len(jobs), "limit_mb": limit_mb, "c5": many, "c1": one, "speedup": round(ratio, 2)}
+
+
+def print_burst(figures: dict[str, Any]) -> None:
+    print(f"\n## The box: {figures['jobs']} mixed jobs in a {figures['limit_mb']} MB memory cgroup\n")
+    headers = ["WORKER_CONCURRENCY", "statuses", "kernel OOM kills", "box peak MB", "most OCR children at once",
+               "pages", "s", "pages/s", "ratio"]
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "|".join("---" for _ in headers) + "|")
+    for key, ratio in (("c5", figures["speedup"]), ("c1", 1.0)):
+        r = figures[key]
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
+        print(f"| {r['concurrency']} | {statuses} | {r['oom_kills']} | {r['box_peak_mb']} | {r['most_ocr_children']} "
+              f"| {r['pages']} | {r['seconds']} | {r['pages_per_s']} | {ratio} |")
+        if r["stderr"]:
+            print(r["stderr"], file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit-mb", type=int, default=512)
-    parser.add_argument("--jobs", type=int, default=12, help="scanned PDFs to OCR")
-    parser.add_argument("--pages", type=int, default=4, help="pages per PDF")
-    parser.add_argument("--bombs", type=int, default=2, help="memory-bomb jobs among them")
+    parser.add_argument("--quick", action="store_true", help="the same mix of jobs, smaller documents")
+    parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("bench_box: needs root to create a memory cgroup")
-
-    with tempfile.TemporaryDirectory(prefix="docsuper-box-") as tmp:
-        work = Path(tmp)
-        lines = [f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7}" for i in range(1, 25)]
-        pdf = work / "scan.pdf"
-        scan_of([lines] * args.pages, dpi=300).save(pdf)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSUPER_")}
-        env.pop("DATABASE_URL", None)
-        env.update({"DOCSUPER_QUEUE_URL": f"sqlite:///{work / 'queue.db'}", "DOCSUPER_CONFIG": str(work / "none.toml"),
-                    "WORKER_CONCURRENCY": "5", "DOCSUPER_INPUTS_ALLOWED_ROOTS": str(work),
-                    "DOCSUPER_LOG_LEVEL": "info", "DOCSUPER_RETRY_BACKOFF_BASE_S": "0.5"})
-        (work / "none.toml").write_text("")
-        cli = [sys.executable, "-m", "docsuper.supervisor.cli"]
-        subprocess.run([*cli, "submit", *[str(pdf)] * args.jobs], env=env, check=True, capture_output=True)
-        if args.bombs:
-            subprocess.run([*cli, "submit", "--passes", "alloc", "--count", str(args.bombs), "--max-attempts", "1",
-                            "--option", "alloc_mb=2000"], env=env, check=True, capture_output=True)
-        box = MemoryCgroup(f"docsuper-bench-{os.getpid()}", args.limit_mb)
-        try:
-            started = time.monotonic()
-            run = subprocess.run(box.enter_command([*cli, "run", "--drain"]), env=env, capture_output=True, text=True)
-            seconds = time.monotonic() - started
-            peak, kills = box.peak_mb(), box.oom_kills()
-        finally:
-            box.remove()
-
-    records = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    finished = [r for r in records if r["event"] == "job_finished"]
-    ready = next((r for r in records if r["event"] == "launcher_ready"), {})
-    outcomes = collections.Counter(r["outcome"] for r in finished)
-    ocr_peaks = [r["peak_mb"] for r in finished if r["outcome"] == "succeeded" and r["peak_mb"]]
-    print(f"box: {args.limit_mb} MB memory cgroup (v{box.version}), WORKER_CONCURRENCY=5, "
-          f"{args.jobs} OCR jobs x {args.pages} pages + {args.bombs} memory bombs")
-    print(f"supervisor exit code {run.returncode}; budget for children {ready.get('box_budget_mb')} MB; "
-          f"{seconds:.1f} s in all")
-    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
-    if ocr_peaks:
-        print(f"OCR job peak (USS of the tree): max {max(ocr_peaks):.0f} MB, "
-              f"mean {sum(ocr_peaks) / len(ocr_peaks):.0f} MB")
-    print(f"whole box peak as the kernel counted it: {peak:.0f} MB of {args.limit_mb} MB")
-    print(f"kernel OOM kills inside the box: {kills}")
-    if run.returncode != 0:
-        print(run.stderr[-2000:], file=sys.stderr)
-    sys.exit(0 if run.returncode == 0 and kills == 0 else 1)
+        print("bench_box: needs root to create a memory cgroup", file=sys.stderr)
+        sys.exit(2)
+    with tempfile.TemporaryDirectory(prefix="docsuper-burst-") as tmp:
+        figures = burst_figures(Path(tmp), args.limit_mb, args.quick)
+    print_burst(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    sys.exit(0 if figures["c5"]["oom_kills"] == 0 and figures["c1"]["oom_kills"] == 0 else 1)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,28 @@
 #!/usr/bin/env python
-"""The figures behind the OCR pass's settings, measured in one run and printed as tables.
+"""The figures behind the OCR pass's choices, measured in one run and printed as tables.
 
-    .venv/bin/python scripts/bench_ocr.py            # the full run, ~10 minutes on 2 cores
-    .venv/bin/python scripts/bench_ocr.py --quick    # a smaller run, ~2 minutes
-    .venv/bin/python scripts/bench_ocr.py --json out.json --keep DIR
+    sudo .venv/bin/python scripts/bench_ocr.py          # everything, ~20 minutes on 2 shared cores
+    sudo .venv/bin/python scripts/bench_ocr.py --quick  # one page per kind, a 20-page long scan
+    .venv/bin/python scripts/bench_ocr.py --no-box      # without the 512 MB box (no root needed)
 
-Every measurement runs in a fresh subprocess (a fresh interpreter, or a child forked
-from a preloaded zygote for the start-method comparison), so peaks do not leak from
-one configuration into the next. Peak RSS is the child's own high-water mark (VmHWM;
-not ru_maxrss, which carries the parent's over fork and exec); peak USS is sampled
-from outside every 100 ms, as the supervisor's watchdog sees it. MB are 10^6 bytes.
+Every measurement runs in a fresh subprocess (a fresh interpreter), so peaks do not
+leak from one configuration into the next. Peak RSS is the child's own high-water
+mark (VmHWM; not ru_maxrss, which carries the parent's over fork and exec). CPU
+s/page is the pages' own CPU time (the engine is made before the clock starts).
+MB are 10^6 bytes. The box is shared: compare ratios and CPU seconds, not wall times.
 
-Measured:
-1. RapidOCR's defaults against the lean settings (docs/ocr.md) on four synthetic A4
-   scans: peak RSS and USS, USS after each page, s/page (wall and CPU), CER with and
-   without spaces.
-2. A 142-page scanned PDF and a ~20 MB two-page TIFF with the lean settings: peak
-   memory, RSS after the first and last page, total time.
-3. Child start: a freshly spawned interpreter that imports the OCR stack and makes
-   the engine, against a child forked from a zygote that preloaded numpy, cv2 and
-   pymupdf (not onnxruntime: it starts a thread at import): time to ready and USS
-   after one page.
-4. With --ablation: the long PDF's first pages without MuPDF's store_shrink and
-   without malloc_trim, to show what each is for.
+Measured, by default:
+1. Each engine (Tesseract, RapidOCR) on each kind of input of `docgen.SAMPLES`
+   (100-300 dpi JPEG scans, G4 faxes at 200x200 and 200x100 dpi, a phone photo, a
+   two-column letter, a ruled table; full A4 pages with clinical text): CER with and
+   without spaces, clinical tokens lost, render dpi, s/page, CPU s/page, peak RSS.
+2. A 142-page scan and a ~20 MB two-page TIFF on the default engine: peak RSS and
+   RSS after the first and the last page.
+3. As root, the box (`bench_box.burst_figures`): 16 mixed jobs through `docsuper run
+   --drain` in a 512 MB memory cgroup at WORKER_CONCURRENCY=5 and at 1: kernel OOM
+   kills, the box's peak, the most OCR children at once, pages/s and their ratio.
+With --rapidocr-settings, --ablation, --start: RapidOCR's defaults against its lean
+settings, the per-page cleanup's parts, spawn against fork-server child start.
 
 `--throughput` prints only pages/s of `docsuper run --drain` over a 30-page corpus at
 concurrency 2 against the best in-process loop over the same pages, and their ratio.
@@ -172,18 +172,33 @@ def _through_pass(job: dict[str, Any]) -> dict[str, Any]:
         _ablate(ocr, job["without"])
     pages: list[dict[str, Any]] = []
 
+    cpu = [time.process_time()]
+
     class Recorder(PassContext):
         def page_result(self, page: int, result: dict[str, Any]) -> None:
+            now = time.process_time()
             pages.append({"page": page, "text": result["text"], "seconds": result["seconds"],
-                          "rss_mb": result["rss_mb"], "uss_mb": _uss_mb(), "method": result["method"]})
+                          "cpu_s": now - cpu[0], "rss_mb": result["rss_mb"], "uss_mb": _uss_mb(),
+                          "method": result["method"], "dpi": result.get("dpi")})
+            cpu[0] = time.process_time()
 
     events = os.open(os.devnull, os.O_WRONLY)
     spec = JobSpec(job_id="bench", attempt=1, source=str(job["path"]), passes=["ocr"], config=config)
     ctx = Recorder(spec, events, workdir=Path(tempfile.mkdtemp(prefix="bench-")))
     ctx.pass_name = "ocr"
+    # The engine is made before the clock starts: per-page CPU is the pages' own, and the
+    # start (imports and models, once per child) is reported apart.
+    t_engine = time.process_time()
+    settings = ocr.OcrSettings.from_config(config)
+    if job.get("warm", True):
+        from docsuper.passes import engines
+
+        engines.engine(settings.plan.engine, settings.engine_settings)
+    engine_cpu_s = time.process_time() - t_engine
     t0 = time.time()
+    cpu[0] = time.process_time()
     summary = ocr.run(ctx)
-    return {"pages": pages, "summary": summary, "pass_s": time.time() - t0}
+    return {"pages": pages, "summary": summary, "pass_s": time.time() - t0, "engine_cpu_s": engine_cpu_s}
 
 
 def _ablate(ocr_module: Any, without: str) -> None:
@@ -265,11 +280,12 @@ def start_child(page_pdf: str, t0: float) -> dict[str, Any]:
     import cv2  # noqa: F401
     import pymupdf  # noqa: F401
 
-    from docsuper.passes import ocr
-    from docsuper.passes.lean_ocr import EngineSettings, engine
+    from docsuper.passes import engines, ocr
+    from docsuper.supervisor.config import load_config
 
     imported = time.time()
-    engine(EngineSettings())
+    settings = ocr.OcrSettings.from_config(load_config(None, {}).as_dict())
+    engines.engine(settings.plan.engine, settings.engine_settings)
     ready = time.time()
     import psutil
 
@@ -401,6 +417,60 @@ def throughput_table(directory: Path, pages: int = 30, per_job: int = 3, concurr
           f"{daemon:>8.2f}{daemon / inprocess:>8.2f}")
 
 
+# --- engines against the kinds of input ------------------------------------------------------
+
+ENGINES = ("tesseract", "rapidocr")
+
+
+def kinds_table(directory: Path, quick: bool) -> tuple[str, dict[str, Any]]:
+    """Every engine on every kind of input (docgen.SAMPLES, full pages), each run in a fresh
+    interpreter: CER, s/page, CPU s/page, peak RSS, clinical tokens lost."""
+    import docgen
+
+    pages = 1 if quick else 2
+    samples = [docgen.make_sample(kind, directory / "kinds", seed=11, pages=pages) for kind in docgen.SAMPLES]
+    rows, figures = [], {}
+    for engine in ENGINES:
+        for sample in samples:
+            print(f"  {engine} on {sample.kind} ({len(sample.truth)} pages) …", flush=True)
+            r = run_measured({"mode": "pass", "path": str(sample.path), "ocr": {"engine": engine}}, lean_env=True)
+            with_spaces, without_spaces = _cer(sample.truth, r["pages"])
+            n = len(r["pages"])
+            lost, tokens = docgen.token_errors("\n".join(sample.truth), "\n".join(p["text"] for p in r["pages"]))
+            row = {"cer": round(100 * with_spaces, 2), "cer_no_spaces": round(100 * without_spaces, 2),
+                   "s_per_page": round(sum(p["seconds"] for p in r["pages"]) / n, 2),
+                   "cpu_s_per_page": round(sum(p["cpu_s"] for p in r["pages"]) / n, 2),
+                   "engine_cpu_s": round(r["engine_cpu_s"], 2), "peak_rss_mb": round(r["maxrss_mb"]),
+                   "dpi": r["pages"][0]["dpi"], "tokens_lost": lost, "tokens": tokens}
+            figures[f"{engine} {sample.kind}"] = row
+            rows.append([engine, sample.kind, f"{row['cer']:.2f} %", f"{row['cer_no_spaces']:.2f} %",
+                         f"{lost}/{tokens}", row["dpi"], row["s_per_page"], row["cpu_s_per_page"],
+                         row["peak_rss_mb"]])
+    table = _table(["engine", "input", "CER", "CER no spaces", "clinical tokens lost", "render dpi", "s/page",
+                    "CPU s/page", "peak RSS MB"], rows)
+    return table, figures
+
+
+def long_scan_table(corpus: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The 142-page scan and the ~20 MB TIFF on the default engine: peak and growth."""
+    rows, figures = [], {}
+    for name in ("long", "tiff"):
+        item = corpus[name]
+        print(f"  default engine on {name} ({item['pages']} pages, {item['mb']} MB) …", flush=True)
+        r = run_measured({"mode": "pass", "path": str(item["path"])}, lean_env=True)
+        pages = r["pages"]
+        with_spaces, _ = _cer(item["truth"], pages)
+        row = {"pages": len(pages), "mb": item["mb"], "peak_rss_mb": round(r["maxrss_mb"]),
+               "rss_first_mb": round(pages[0]["rss_mb"], 1), "rss_last_mb": round(pages[-1]["rss_mb"], 1),
+               "cpu_s_per_page": round(sum(p["cpu_s"] for p in pages) / len(pages), 2),
+               "cer": round(100 * with_spaces, 2), "engine": r["summary"]["engine"]}
+        figures[name] = row
+        rows.append([name, row["engine"], f"{row['pages']} / {row['mb']} MB", row["peak_rss_mb"],
+                     f"{row['rss_first_mb']} → {row['rss_last_mb']}", row["cpu_s_per_page"], f"{row['cer']:.2f} %"])
+    return _table(["document", "engine", "pages / size", "peak RSS MB", "RSS after page 1 → last",
+                   "CPU s/page", "CER"], rows), figures
+
+
 # --- report -----------------------------------------------------------------------------
 
 def _cer(truth: list[str], pages: list[dict[str, Any]]) -> tuple[float, float]:
@@ -425,7 +495,10 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one A4 page, a 20-page long scan, a small TIFF")
-    parser.add_argument("--skip-defaults", action="store_true", help="do not run RapidOCR's defaults (slow)")
+    parser.add_argument("--no-box", action="store_true", help="leave out the 512 MB box (needs root anyway)")
+    parser.add_argument("--rapidocr-settings", action="store_true",
+                        help="also: RapidOCR's defaults against its lean settings (slow)")
+    parser.add_argument("--start", action="store_true", help="also: child start, spawn against fork server")
     parser.add_argument("--ablation", action="store_true", help="also run without store_shrink / malloc_trim")
     parser.add_argument("--more-variants", action="store_true",
                         help="also: the defaults' model settings in a lean process, detector at 960 and 640 px")
@@ -463,113 +536,121 @@ def main() -> None:
     print(f"  done in {time.time() - began:.0f} s: " + ", ".join(
         f"{k} {v['pages']} pages {v['mb']} MB" for k, v in corpus.items()), flush=True)
 
-    # 1. defaults against lean
+    report: list[str] = []
+
+    # 1. every engine on every kind of input
+    print("engines against the kinds of input …", flush=True)
+    table, figures["kinds"] = kinds_table(directory, args.quick)
+    report += [f"## Engines by kind of input (full A4 pages, {1 if args.quick else 2} per kind, fresh process each)",
+               "", table]
+
+    # 2. the long scan and the large TIFF: flat memory
+    print("long scan and large TIFF …", flush=True)
+    table, figures["documents"] = long_scan_table(corpus)
+    report += ["", "## Long scan and large TIFF (default engine)", "", table]
+
+    # 3. the box: 512 MB, a burst of mixed jobs at concurrency 5 and 1
+    if os.geteuid() == 0 and not args.no_box:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_box
+
+        print("the box: a burst of 16 mixed jobs in a 512 MB cgroup, concurrency 5 then 1 …", flush=True)
+        figures["box"] = bench_box.burst_figures(directory / "burst", 512, args.quick)
+    else:
+        report += ["", "(the box figures need root: a memory cgroup; run bench_box.py as root)"]
+
+    if args.rapidocr_settings:
+        print("RapidOCR's defaults against the lean settings …", flush=True)
+        report += ["", "## RapidOCR: defaults against the lean settings", "", rapidocr_settings_table(corpus, args)]
+    if args.ablation:
+        report += ["", "## Per-page cleanup (first 40 pages of the long scan)", "", ablation_table(corpus)]
+    if args.start:
+        report += ["", start_section(directory, args.start_runs, figures)]
+
+    print()
+    print("\n".join(report))
+    if "box" in figures:
+        bench_box.print_burst(figures["box"])
+    figures["seconds"] = round(time.time() - began)
+    print(f"\nbench took {figures['seconds']} s on {os.cpu_count()} CPUs")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+def rapidocr_settings_table(corpus: dict[str, Any], args: argparse.Namespace) -> str:
+    """RapidOCR() out of the box against the lean settings, on the dense A4 scans."""
     a4 = corpus["a4"]
-    pass_job = {"mode": "pass", "path": str(a4["path"])}
+    pass_job = {"mode": "pass", "path": str(a4["path"]), "ocr": {"engine": "rapidocr"}}
     variants: list[tuple[str, dict[str, Any], bool, dict[str, str]]] = [
+        ("RapidOCR defaults", {"mode": "naive", "path": str(a4["path"])}, False, {}),
         ("lean (chosen)", pass_job, True, {}),
         # glibc's frozen default once the mmap threshold is set; the pass raises it to 32 MB.
         ("lean, trim threshold 128 KB", pass_job, True, {"MALLOC_TRIM_THRESHOLD_": "131072"}),
     ]
-    if not args.skip_defaults:
-        variants.insert(0, ("RapidOCR defaults", {"mode": "naive", "path": str(a4["path"])}, False, {}))
     if args.more_variants:
         variants.insert(1, ("defaults' model settings, lean process",
-                            {**pass_job, "ocr": DEFAULTS_CONFIG}, True, {}))
-        variants.append(("lean, detector 960 px", {**pass_job, "ocr": {"det_max_side": 960}}, True, {}))
-        variants.append(("lean, detector 640 px", {**pass_job, "ocr": {"det_max_side": 640}}, True, {}))
+                            {**pass_job, "ocr": {"engine": "rapidocr", **DEFAULTS_CONFIG}}, True, {}))
+        variants.append(("lean, detector 960 px", {**pass_job, "ocr": {"engine": "rapidocr", "det_max_side": 960}},
+                         True, {}))
+        variants.append(("lean, detector 640 px", {**pass_job, "ocr": {"engine": "rapidocr", "det_max_side": 640}},
+                         True, {}))
     rows = []
-    figures["settings"] = {}
     for label, job, lean_env, extra_env in variants:
-        print(f"running {label} on {a4['pages']} A4 page(s) …", flush=True)
+        print(f"  {label} on {a4['pages']} A4 page(s) …", flush=True)
         r = run_measured(job, lean_env, extra_env)
         with_spaces, without_spaces = _cer(a4["truth"], r["pages"])
         n = len(r["pages"])
-        row = {
-            "peak_rss_mb": round(r["maxrss_mb"]), "peak_uss_mb": round(r["peak_uss_mb"]),
-            "uss_after_pages_mb": [round(p["uss_mb"]) for p in r["pages"]],
-            "s_per_page": round(sum(p["seconds"] for p in r["pages"]) / n, 2),
-            "cpu_s_per_page": round(r["cpu_s"] / n, 2), "sys_s_per_page": round(r["sys_s"] / n, 2),
-            "cer": round(100 * with_spaces, 2), "cer_no_spaces": round(100 * without_spaces, 2),
-        }
-        figures["settings"][label] = row
-        rows.append([label, row["peak_rss_mb"], row["peak_uss_mb"], " ".join(map(str, row["uss_after_pages_mb"])),
-                     row["s_per_page"], f"{row['cpu_s_per_page']} ({row['sys_s_per_page']})",
-                     f"{row['cer']:.2f} %", f"{row['cer_no_spaces']:.2f} %"])
-    settings_table = _table(["settings", "peak RSS MB", "peak USS MB", "USS after each page MB", "s/page",
-                             "CPU s/page (sys)", "CER", "CER no spaces"], rows)
+        rows.append([label, round(r["maxrss_mb"]), round(r["peak_uss_mb"]),
+                     " ".join(str(round(p["uss_mb"])) for p in r["pages"]),
+                     round(sum(p["seconds"] for p in r["pages"]) / n, 2),
+                     f"{round(r['cpu_s'] / n, 2)} ({round(r['sys_s'] / n, 2)})",
+                     f"{100 * with_spaces:.2f} %", f"{100 * without_spaces:.2f} %"])
+    return _table(["settings", "peak RSS MB", "peak USS MB", "USS after each page MB", "s/page",
+                   "CPU s/page (sys)", "CER", "CER no spaces"], rows)
 
-    # 2. long PDF and TIFF
+
+def ablation_table(corpus: dict[str, Any]) -> str:
+    path40 = str(corpus["long40"]["path"])
     rows = []
-    figures["documents"] = {}
-    jobs = [("long", "lean", {"mode": "pass", "path": str(corpus["long"]["path"])}),
-            ("tiff", "lean", {"mode": "pass", "path": str(corpus["tiff"]["path"])})]
-    if args.ablation:
-        path40 = str(corpus["long40"]["path"])
-        jobs += [("long40", "lean", {"mode": "pass", "path": path40}),
-                 ("long40", "no store_shrink", {"mode": "pass", "path": path40, "without": "store_shrink"}),
-                 ("long40", "no malloc_trim", {"mode": "pass", "path": path40, "without": "malloc_trim"}),
-                 ("long40", "no cleanup", {"mode": "pass", "path": path40, "without": "both"})]
-    for name, label, job in jobs:
-        item = corpus[name]
-        print(f"running {label} on {name} ({item['pages']} pages, {item['mb']} MB) …", flush=True)
+    for label, without in (("both (chosen)", None), ("no store_shrink", "store_shrink"),
+                           ("no malloc_trim", "malloc_trim"), ("no cleanup", "both")):
+        job: dict[str, Any] = {"mode": "pass", "path": path40}
+        if without:
+            job["without"] = without
+        print(f"  long40 {label} …", flush=True)
         r = run_measured(job, lean_env=True)
-        with_spaces, without_spaces = _cer(item["truth"], r["pages"])
         pages = r["pages"]
-        row = {
-            "pages": len(pages), "mb": item["mb"], "peak_rss_mb": round(r["maxrss_mb"]),
-            "peak_uss_mb": round(r["peak_uss_mb"]),
-            "rss_first_page_mb": round(pages[0]["rss_mb"]), "rss_last_page_mb": round(pages[-1]["rss_mb"]),
-            "total_s": round(r["pass_s"], 1), "s_per_page": round(r["pass_s"] / len(pages), 2),
-            "cpu_s_per_page": round(r["cpu_s"] / len(pages), 2),
-            "cer": round(100 * with_spaces, 2), "cer_no_spaces": round(100 * without_spaces, 2),
-        }
-        figures["documents"][f"{name} {label}"] = row
-        rows.append([f"{name} ({label})", f"{row['pages']} / {row['mb']} MB", row["peak_rss_mb"], row["peak_uss_mb"],
-                     f"{row['rss_first_page_mb']} → {row['rss_last_page_mb']}", row["total_s"], row["s_per_page"],
-                     row["cpu_s_per_page"], f"{row['cer']:.2f} %", f"{row['cer_no_spaces']:.2f} %"])
-    documents_table = _table(["document", "pages / size", "peak RSS MB", "peak USS MB",
-                              "RSS after page 1 → last", "total s", "s/page", "CPU s/page", "CER",
-                              "CER no spaces"], rows)
+        rows.append([label, round(r["maxrss_mb"]), round(r["peak_uss_mb"]),
+                     f"{round(pages[0]['rss_mb'])} → {round(pages[-1]['rss_mb'])}"])
+    return _table(["cleanup after each page", "peak RSS MB", "peak USS MB", "RSS after page 1 → 40"], rows)
 
-    # 3. child start
+
+def start_section(directory: Path, runs: int, figures: dict[str, Any]) -> str:
     import docgen
 
     page_pdf = directory / "one_page.pdf"
     docgen.scanned_pdf(page_pdf, [7], lines=15)
-    print("measuring child start: spawn …", flush=True)
-    spawned = [spawn_start(page_pdf) for _ in range(args.start_runs)]
-    print("measuring child start: fork from a preloaded zygote …", flush=True)
-    hello, forked = fork_start(page_pdf, args.start_runs)
+    print("  child start: spawn …", flush=True)
+    spawned = [spawn_start(page_pdf) for _ in range(runs)]
+    print("  child start: fork from a preloaded zygote …", flush=True)
+    hello, forked = fork_start(page_pdf, runs)
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
 
     rows = []
     figures["start"] = {"zygote": hello}
-    for label, runs in (("spawn", spawned), ("fork from zygote", forked)):
-        row = {key: round(median([r[key] for r in runs]), 3 if key.endswith("_s") else 1)
+    for label, results in (("spawn", spawned), ("fork from zygote", forked)):
+        row = {key: round(median([r[key] for r in results]), 3 if key.endswith("_s") else 1)
                for key in ("imports_s", "ready_s", "uss_ready_mb", "uss_after_page_mb", "pss_after_page_mb",
                            "rss_after_page_mb", "page_s")}
         figures["start"][label] = row
         rows.append([label, row["imports_s"], row["ready_s"], row["uss_ready_mb"], row["uss_after_page_mb"],
                      row["pss_after_page_mb"], row["rss_after_page_mb"], row["page_s"]])
-    start_table = _table(["start method", "imports s", "engine ready s", "USS ready MB", "USS after page MB",
-                          "PSS after page MB", "RSS after page MB", "page s"], rows)
-
-    print()
-    print(f"## OCR settings ({a4['pages']} synthetic A4 scan(s), fresh process each)\n")
-    print(settings_table)
-    print("\n## Long scan and large TIFF (lean settings)\n")
-    print(documents_table)
-    print(f"\n## Child start (median of {args.start_runs}; zygote: {hello['threads']} thread(s), "
-          f"{hello['zygote_rss_mb']:.0f} MB RSS)\n")
-    print(start_table)
-    print("\nthrough-the-daemon pages/s: not measured here yet (daemon_throughput)")
-    figures["seconds"] = round(time.time() - began)
-    print(f"\nbench took {figures['seconds']} s on {os.cpu_count()} CPUs")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    return (f"## Child start (median of {runs}; zygote: {hello['threads']} thread(s), "
+            f"{hello['zygote_rss_mb']:.0f} MB RSS)\n\n"
+            + _table(["start method", "imports s", "engine ready s", "USS ready MB", "USS after page MB",
+                      "PSS after page MB", "RSS after page MB", "page s"], rows))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def test_a_fresh_schema_is_not_created_on_open(bare_spec: QueueSpec) -> None:
             q.check_schema()
         with pytest.raises(SchemaOutdated, match="docsuper migrate"):
             q.submit([NewJob()])
-        assert q.migrate() == ["0001_initial", "0002_application"]
+        assert q.migrate() == ["0001_initial", "0002_application", "0003_attempt_plan"]
         q.check_schema()
         assert q.migrate() == []
 
@@ -72,7 +72,7 @@ def test_a_fresh_schema_is_not_created_on_open(bare_spec: QueueSpec) -> None:
 def test_two_processes_migrating_at_once_both_succeed(bare_spec: QueueSpec) -> None:
     reports = run_processes(run_migrate, [(bare_spec,), (bare_spec,)])
     assert [r[1] for r in reports] == [None, None], "\n".join(r[1] for r in reports if r[1])
-    assert sorted(r[0] for r in reports) == [[], ["0001_initial", "0002_application"]]
+    assert sorted(r[0] for r in reports) == [[], ["0001_initial", "0002_application", "0003_attempt_plan"]]
     with bare_spec.open() as q:
         q.check_schema()
 

@@ -88,6 +88,7 @@ class Attempt:
     error: str | None = None
     traceback: str | None = None
     replay: bool = False  # `docsuper once` on a finished job: recorded, but the job was left as it was
+    plan: dict[str, Any] | None = None  # the memory plan the attempt ran (the ocr pass's), when it said
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -106,6 +107,8 @@ class AttemptEnd:
     error: str | None = None
     traceback: str | None = None
     result: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None  # the memory plan the child said it ran
+    lighter_plan: bool = False  # an `oom` on a plan that has a lighter one: retried whatever max_attempts says
 
 
 @dataclass(frozen=True)

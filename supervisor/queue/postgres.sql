@@ -192,7 +192,7 @@ UPDATE {s}.attempts
 SET outcome = %(outcome)s, counted = %(counted)s, exit_code = %(exit_code)s, signal = %(signal)s,
     peak_mb = %(peak_mb)s, peak_rss_mb = %(peak_rss_mb)s, ended_at = now(),
     duration_s = extract(epoch FROM now() - started_at)::float8, last_page = %(last_page)s,
-    error = %(error)s, traceback = %(traceback)s
+    error = %(error)s, traceback = %(traceback)s, plan = %(plan)s
 WHERE job_id = %(id)s AND number = %(number)s
 
 -- move_job --

@@ -53,15 +53,18 @@ def check_state(status: str) -> None:
         raise QueueError(f"unknown job state {status!r} (one of {', '.join(JOB_STATES)})")
 
 
-def next_state(outcome: str, attempts: int, max_attempts: int) -> str:
-    """Where a job goes after an attempt ends with `outcome` (attempts already counts it)."""
+def next_state(outcome: str, attempts: int, max_attempts: int, lighter_plan: bool = False) -> str:
+    """Where a job goes after an attempt ends with `outcome` (attempts already counts it).
+
+    An `oom` on a memory plan that has a lighter one is retried whatever the attempts: the
+    job is dead of memory only once its lightest plan has failed (passes/memory_plan.py)."""
     if outcome == "succeeded":
         return "succeeded"
     if outcome == "cancelled":
         return "cancelled"
     if outcome == "invalid_input":
         return "dead"
-    if outcome in NOT_COUNTED:
+    if outcome in NOT_COUNTED or (outcome == "oom" and lighter_plan):
         return "queued"
     return "queued" if attempts < max_attempts else "dead"
 
@@ -85,7 +88,8 @@ class Closing:
         return self.state == "dead"
 
 
-def closing(outcome: str, attempts: int, max_attempts: int, retry_delay_s: float) -> Closing:
+def closing(outcome: str, attempts: int, max_attempts: int, retry_delay_s: float,
+            lighter_plan: bool = False) -> Closing:
     """Close an attempt that ended with `outcome`; `attempts` is the job's count, this attempt included.
 
     An attempt the job is not to blame for (NOT_COUNTED) gives its attempt back and
@@ -93,7 +97,7 @@ def closing(outcome: str, attempts: int, max_attempts: int, retry_delay_s: float
     check_outcome(outcome)
     counted = outcome not in NOT_COUNTED
     attempts = attempts if counted else attempts - 1
-    return Closing(outcome=outcome, counted=counted, state=next_state(outcome, attempts, max_attempts),
+    return Closing(outcome=outcome, counted=counted, state=next_state(outcome, attempts, max_attempts, lighter_plan),
                    attempts=attempts, retry_delay_s=float(retry_delay_s) if counted else 0.0)
 
 

@@ -33,7 +33,7 @@ MIN_SQLITE = (3, 35, 0)
 STATEMENTS = queries.load("sqlite.sql")
 MIGRATIONS = queries.migrations("sqlite")
 
-_JSON_FIELDS = ("passes", "options", "result")
+_JSON_FIELDS = ("passes", "options", "result", "plan")
 _BOOL_FIELDS = ("cancel_requested", "counted", "replay")
 
 

@@ -164,7 +164,7 @@ SELECT attempt_seq FROM jobs WHERE id = :id AND lease_owner = :worker AND status
 UPDATE attempts
 SET outcome = :outcome, counted = :counted, exit_code = :exit_code, signal = :signal, peak_mb = :peak_mb,
     peak_rss_mb = :peak_rss_mb, ended_at = :now, duration_s = :now - started_at, last_page = :last_page,
-    error = :error, traceback = :traceback
+    error = :error, traceback = :traceback, plan = :plan
 WHERE job_id = :id AND number = :number
 
 -- move_job --

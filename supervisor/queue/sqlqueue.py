@@ -332,11 +332,12 @@ class SQLQueue(Queue):
     def _close_attempt(self, tx: Tx, job_id: str, end: AttemptEnd, retry_delay_s: float) -> str:
         """Close the job's open attempt with `end` and move the job on; the job's row is locked."""
         job = self._lock(tx, job_id)
-        close = rules.closing(end.outcome, job["attempts"], job["max_attempts"], retry_delay_s)
+        close = rules.closing(end.outcome, job["attempts"], job["max_attempts"], retry_delay_s, end.lighter_plan)
         now = time.time()
         tx.run("close_attempt", id=job_id, number=job["attempt_seq"], outcome=end.outcome, counted=close.counted,
                exit_code=end.exit_code, signal=end.signal, peak_mb=end.peak_mb, peak_rss_mb=end.peak_rss_mb,
-               last_page=end.last_page, error=end.error, traceback=end.traceback, now=now)
+               last_page=end.last_page, error=end.error, traceback=end.traceback,
+               plan=None if end.plan is None else self._json(end.plan), now=now)
         moved = self._one(tx, "move_job", id=job_id, state=close.state, attempts=close.attempts,
                           outcome=end.outcome, error=end.error, peak=end.peak_mb,
                           result=None if end.result is None else self._json(end.result),
@@ -376,7 +377,8 @@ class SQLQueue(Queue):
             return None
         tx.run("close_attempt", id=job_id, number=replay["number"], outcome=end.outcome, counted=False,
                exit_code=end.exit_code, signal=end.signal, peak_mb=end.peak_mb, peak_rss_mb=end.peak_rss_mb,
-               last_page=end.last_page, error=end.error, traceback=end.traceback, now=time.time())
+               last_page=end.last_page, error=end.error, traceback=end.traceback,
+               plan=None if end.plan is None else self._json(end.plan), now=time.time())
         return str(self._lock(tx, job_id)["status"])
 
     def reclaim_expired(self, retry_delay_s: float) -> list[str]:

@@ -127,3 +127,13 @@ def test_prose_columns_are_blocks_side_by_side():
     assert side_by_side([left, right])
     assert not side_by_side([left, (160, 950, 1350, 1300)])  # one above the other
     assert not side_by_side([left])
+
+
+def test_an_oom_with_a_lighter_plan_left_is_retried_past_max_attempts():
+    from docsuper.supervisor.queue import rules
+
+    assert rules.next_state("oom", 3, 3, lighter_plan=True) == "queued"
+    assert rules.next_state("oom", 3, 3) == "dead"
+    assert rules.next_state("error", 3, 3, lighter_plan=True) == "dead"  # only memory earns a lighter try
+    close = rules.closing("oom", 1, 1, 5.0, lighter_plan=True)
+    assert (close.state, close.counted, close.attempts) == ("queued", True, 1)
