@@ -31,28 +31,26 @@ from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .launcher import LaunchError, make_launcher
 from .logs import Logger
+from .metering import MemoryMeter
+from .outbox import Outbox
+from .outcome import Ending, classify, signal_name
 from .procs import drain_pipe
 from .protocol import EventReader, JobSpec
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
+from .stopping import Running, decide_stops
 from .watchdog import ProcessTree
-
-OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of memory
-USS_EVERY_S = 0.5  # smaps_rollup costs milliseconds per process; RSS is read every tick
-FIRST_USS_AFTER_S = 0.2  # most short jobs end before it: their peak is the RSS the child reports
 
 
 @dataclass
 class Child:
     job: Job
-    pid: int | None  # None until the fork server reports the fork
     events: EventReader
-    tree: ProcessTree | None
     claimed_at: float
     started_at: float
     deadline: float
-    peak_uss_mb: float = 0.0
-    peak_rss_mb: float = 0.0
-    uss_mb: float = 0.0
+    meter: MemoryMeter
+    pid: int | None = None  # None until the fork server reports the fork
+    tree: ProcessTree | None = None
     done: int | None = None
     total: int | None = None
     last_page: int | None = None
@@ -63,25 +61,6 @@ class Child:
     kill_at: float | None = None  # SIGKILL due after a SIGTERM
     start_latency_s: float | None = None  # claim → the child about to run its first pass
     first_page_s: float | None = None  # claim → the first page result
-    uss_known: bool = False  # False until the first USS reading; short jobs may never get one
-    next_uss_at: float = 0.0
-    rss_at_uss: float = 0.0
-    uss_exact: bool = False
-    processes: int = 0
-
-
-def describe_status(status: int) -> tuple[int | None, int | None]:
-    """(exit code, signal) from a wait status."""
-    if os.WIFSIGNALED(status):
-        return None, os.WTERMSIG(status)
-    return os.waitstatus_to_exitcode(status), None
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 class Supervisor:
@@ -95,9 +74,7 @@ class Supervisor:
         self.launcher = make_launcher(config.workers.start_method, config.workers.preload)
         self.children: dict[str, Child] = {}  # by job id
         self.by_pid: dict[int, Child] = {}
-        self.outbox: deque[tuple[str, Callable[[], Any]]] = deque()
-        self.outbox_retry_at = 0.0
-        self.outbox_delay = 0.5
+        self.outbox = Outbox(self._queue_unavailable, self._queue_refused)
         self.pending_signals: list[int] = []
         self.stopping = False
         self.stop_now = False
@@ -172,7 +149,7 @@ class Supervisor:
                     self._claim(now, drain)
                 self._wait(self._timeout(time.monotonic(), drain))
                 self._read_events()
-                self._reap()
+                self._take_launcher_reports()
                 now = time.monotonic()
                 if now >= self.next_sample:
                     self._watch(now)
@@ -219,7 +196,7 @@ class Supervisor:
         if not self.stopping and len(self.children) < self.cfg.workers.concurrency:
             moments.append(now if self.claim_wanted else self.next_poll)
         if self.outbox:
-            moments.append(self.outbox_retry_at)
+            moments.append(self.outbox.retry_at)
         moments.extend(c.kill_at for c in self.children.values() if c.kill_at)
         if self.stopping:
             moments.append(self.shutdown_deadline)
@@ -278,7 +255,7 @@ class Supervisor:
         free = self.cfg.workers.concurrency - len(self.children)
         if free <= 0 or not (self.claim_wanted or now >= self.next_poll) or self.outbox:
             return
-        want = self.budget.room([(c.job.passes, c.uss_mb) for c in self.children.values()], free)
+        want = self.budget.room([(c.job.passes, c.meter.uss_mb) for c in self.children.values()], free)
         if want <= 0:
             self.claim_wanted = False
             self.next_poll = now + self.cfg.memory.watchdog_interval_ms / 1000
@@ -311,7 +288,7 @@ class Supervisor:
         except QueueError as exc:
             self.log.warning("queue_unavailable", action="read resume data", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not read its stored pages: {exc}")
-            self.outbox.append(("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0)))
+            self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
             return
         try:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options, self.cfg.as_dict(), resume)
@@ -319,12 +296,12 @@ class Supervisor:
         except LaunchError as exc:
             self.log.error("launch_failed", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
-            self.outbox.append(("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0)))
+            self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
             self._restart_launcher()
             return
         now = time.monotonic()
-        child = Child(job=job, pid=None, events=EventReader(fd), tree=None, claimed_at=claimed_at, started_at=now,
-                      deadline=now + self.cfg.workers.job_timeout_s, next_uss_at=now + FIRST_USS_AFTER_S)
+        child = Child(job=job, events=EventReader(fd), claimed_at=claimed_at, started_at=now,
+                      deadline=now + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now))
         self.children[job.id] = child
         if pid is not None:
             self._forked(child, pid)
@@ -370,21 +347,21 @@ class Supervisor:
                 child.first_page_s = time.monotonic() - child.claimed_at
             child.last_page = event["page"]
             job_id, pass_name, page, result = child.job.id, event["pass"], event["page"], event["result"]
-            self.outbox.append(("record page", lambda: self.queue.record_page(
-                job_id, self.worker_id, pass_name, page, result)))
+            self.outbox.put("record page", lambda: self.queue.record_page(
+                job_id, self.worker_id, pass_name, page, result))
         elif kind == "result":
             child.result = event.get("summary") or {}
         elif kind == "failure":
             child.failure = event
         elif kind == "protocol_error":
             self.log.warning("protocol_error", job_id=child.job.id, message=event.get("message"))
-        if kind in ("result", "failure") and event.get("peak_rss_mb"):
-            child.peak_rss_mb = max(child.peak_rss_mb, event["peak_rss_mb"])
+        if kind in ("result", "failure"):
+            child.meter.child_reported_peak_rss(event.get("peak_rss_mb"))
         if self.on_event is not None:
             self.on_event(child, event)
 
-    # -- reaping and classifying -------------------------------------------
-    def _reap(self) -> None:
+    # -- what the launcher reports: forks, refusals, exits ---------------
+    def _take_launcher_reports(self) -> None:
         try:
             reports = self.launcher.poll()
         except LaunchError as exc:
@@ -402,35 +379,7 @@ class Supervisor:
             if child is not None:
                 self._finish(child, status)
 
-    def _classify(self, child: Child, status: int | None, lost_reason: str | None) -> AttemptEnd:
-        exit_code, signum = describe_status(status) if status is not None else (None, None)
-        end = AttemptEnd("crashed", exit_code=exit_code, signal=signum,
-                         peak_mb=round(child.peak_uss_mb, 1) if child.uss_known else None,
-                         peak_rss_mb=round(child.peak_rss_mb, 1) if child.peak_rss_mb else None,
-                         last_page=child.last_page)
-        cap = self.cfg.memory.job_limit_mb
-        if child.stop_outcome is not None:
-            end.outcome, end.error = child.stop_outcome, child.stop_message
-        elif child.result is not None and exit_code == 0:
-            end.outcome, end.result = "succeeded", child.result
-        elif child.failure is not None:
-            end.outcome = child.failure.get("outcome", "error")
-            end.error = child.failure.get("message")
-            end.traceback = child.failure.get("traceback")
-        elif lost_reason is not None:
-            end.error = lost_reason
-        elif child.peak_uss_mb >= OOM_MARGIN * cap or child.peak_rss_mb >= OOM_MARGIN * self.cfg.kernel_limit_mb:
-            end.outcome = "oom"
-            how = f"by {signal_name(signum)}" if signum else f"with exit code {exit_code}"
-            end.error = (f"died {how} at {child.peak_uss_mb:.0f} MB, near its {cap} MB cap "
-                         f"(kernel limit {self.cfg.kernel_limit_mb} MB)")
-        elif signum is not None:
-            end.error = f"killed by {signal_name(signum)} without a result"
-        else:
-            end.error = f"exited with code {exit_code} without a result"
-        return end
-
-    def _finish(self, child: Child, status: int | None, lost_reason: str | None = None) -> None:
+    def _finish(self, child: Child, status: int | None, no_status_reason: str | None = None) -> None:
         self.children.pop(child.job.id, None)
         if child.pid is not None:
             self.by_pid.pop(child.pid, None)
@@ -438,8 +387,12 @@ class Supervisor:
         os.close(child.events.fd)
         if child.tree is not None:
             child.tree.kill()  # anything the job left running goes with it
-        end = self._classify(child, status, lost_reason)
-        self.budget.learn(child.job.passes, child.peak_uss_mb)
+        meter = child.meter
+        end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
+                              no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
+                              child.last_page),
+                       self.cfg.memory.job_limit_mb, self.cfg.kernel_limit_mb)
+        self.budget.learn(child.job.passes, meter.peak_uss_mb)
         delay = backoff_delay(child.job.attempts, self.cfg.retry.backoff_base_s, self.cfg.retry.backoff_max_s,
                               self.cfg.retry.jitter)
         record = {"job_id": child.job.id, "attempt": child.job.attempts, "outcome": end.outcome,
@@ -455,8 +408,8 @@ class Supervisor:
             self.metrics.peak.observe(end.peak_mb)
         if child.done is not None:  # the last progress, which no heartbeat may have carried yet
             progress = {child.job.id: (child.done, child.total, end.peak_mb)}
-            self.outbox.append(("record progress", lambda: self.queue.heartbeat(
-                self.worker_id, progress, self.cfg.queue.lease_s)))
+            self.outbox.put("record progress", lambda: self.queue.heartbeat(
+                self.worker_id, progress, self.cfg.queue.lease_s))
         self.jobs_done += 1
         if self.jobs_done % 100 == 0:
             self.log.info("parent_memory", jobs=self.jobs_done, rss_mb=round(_own_rss_mb(), 2))
@@ -471,7 +424,7 @@ class Supervisor:
                 self.log.log(level, "job_finished", state=state, **record)
             return state
 
-        self.outbox.append(("finish", write))
+        self.outbox.put("finish", write)
         self.claim_wanted = True
 
     # -- watchdog ----------------------------------------------------------
@@ -490,67 +443,32 @@ class Supervisor:
             child.kill_at = now + grace
         self.log.info("job_stopping", job_id=child.job.id, outcome=outcome, reason=message, pid=child.pid)
 
-    def _measure(self, child: Child, now: float, precise: bool) -> None:
-        """Update the child's memory figures. USS is read every USS_EVERY_S, and whenever
-        RSS passes the cap; between readings it follows RSS's changes (USS ≤ RSS, and
-        what a child allocates is private, so the estimate tracks growth)."""
-        cap = self.cfg.memory.job_limit_mb
-        precise = precise or now >= child.next_uss_at
-        sample = child.tree.sample(uss=precise)
-        if sample.uss_mb is None and sample.rss_mb > cap:
-            sample = child.tree.sample(uss=True)
-        if sample.uss_mb:  # a zombie (exited, not yet reaped) reads as 0: no reading
-            child.uss_mb, child.rss_at_uss = sample.uss_mb, sample.rss_mb
-            child.next_uss_at = now + USS_EVERY_S
-            child.uss_known = True
-        elif child.uss_known:
-            child.uss_mb = max(0.0, child.uss_mb + sample.rss_mb - child.rss_at_uss)
-            child.rss_at_uss = sample.rss_mb
-        else:
-            child.uss_mb = sample.rss_mb  # no reading yet: RSS bounds it from above
-        child.uss_exact = sample.uss_mb is not None
-        child.processes = sample.processes
-        if child.uss_known:
-            child.peak_uss_mb = max(child.peak_uss_mb, child.uss_mb)
-        child.peak_rss_mb = max(child.peak_rss_mb, sample.rss_mb)
-
     def _watch(self, now: float) -> None:
         self.next_sample = now + self.cfg.memory.watchdog_interval_ms / 1000
         cap = self.cfg.memory.job_limit_mb
         measured = [c for c in self.children.values() if c.tree is not None]
         for child in measured:
-            self._measure(child, now, precise=False)
-        total = sum(c.uss_mb for c in measured)
-        if total > self.budget.budget_mb:  # act on readings, not estimates
+            child.meter.update(child.tree.sample, now, cap)
+        if sum(c.meter.uss_mb for c in measured) > self.budget.budget_mb:  # act on readings, not estimates
             for child in measured:
-                if not child.uss_exact:
-                    self._measure(child, now, precise=True)
-            total = sum(c.uss_mb for c in measured)
+                if not child.meter.uss_exact:
+                    child.meter.update(child.tree.sample, now, cap, precise=True)
         for child in measured:
             if child.kill_at is not None and now >= child.kill_at:
                 child.tree.kill()
                 child.kill_at = None
-            if child.stop_outcome is not None:
-                continue
-            if child.uss_exact and child.uss_mb > cap:
-                self._stop(child, "oom", f"used {child.uss_mb:.0f} MB (USS of {child.processes} processes), "
-                                         f"over its {cap} MB cap", now, grace=0)
-            elif now >= child.deadline:
-                self._stop(child, "timeout", f"ran longer than {self.cfg.workers.job_timeout_s:g} s", now)
+        running = [Running(c.job.id, c.meter.uss_mb, c.meter.uss_exact, c.meter.processes, c.started_at, c.deadline,
+                           c.tree is not None, c.stop_outcome is not None) for c in self.children.values()]
+        for stop in decide_stops(running, now, cap, self.cfg.workers.job_timeout_s, self.budget.budget_mb):
+            self._stop(self.children[stop.job_id], stop.outcome, stop.message, now, grace=0 if stop.at_once else None)
         self.metrics.children.set(len(self.children))
-        self.metrics.children_mb.set(total)
-        if total > self.budget.budget_mb and len(self.children) > 1:
-            youngest = max((c for c in self.children.values() if c.stop_outcome is None),
-                           key=lambda c: c.started_at, default=None)
-            if youngest is not None:
-                self._stop(youngest, "preempted", f"children used {total:.0f} MB together, over the box budget of "
-                                                  f"{self.budget.budget_mb:.0f} MB", now, grace=0)
+        self.metrics.children_mb.set(sum(c.meter.uss_mb for c in measured))
 
     # -- leases ----------------------------------------------------------
     def _heartbeat(self, now: float) -> None:
         self.next_heartbeat = now + self.cfg.queue.heartbeat_s
         self.metrics.parent_rss_mb.set(_own_rss_mb())
-        progress = {c.job.id: (c.done, c.total, round(c.peak_uss_mb, 1) if c.uss_known else None)
+        progress = {c.job.id: (c.done, c.total, c.meter.peak_mb)
                     for c in self.children.values() if c.stop_outcome is None}
         try:
             to_stop = self.queue.heartbeat(self.worker_id, progress, self.cfg.queue.lease_s)
@@ -569,32 +487,19 @@ class Supervisor:
 
     # -- the outbox --------------------------------------------------------
     def _queue_call(self, what: str, fn: Callable[[], Any]) -> None:
-        self.outbox.append((what, fn))
+        self.outbox.put(what, fn)
         self._flush_outbox(time.monotonic())
 
     def _flush_outbox(self, now: float, final: bool = False) -> None:
         self.metrics.outbox.set(len(self.outbox))
-        deadline = now + 10.0
-        while self.outbox:
-            if not final and now < self.outbox_retry_at:
-                return
-            what, fn = self.outbox[0]
-            try:
-                fn()
-            except QueueUnavailable as exc:
-                self.metrics.queue_errors.inc()
-                self.outbox_retry_at = time.monotonic() + self.outbox_delay
-                self.outbox_delay = min(self.outbox_delay * 2, 10.0)
-                self.log.warning("queue_unavailable", action=what, pending=len(self.outbox), error=str(exc),
-                                 retry_in_s=round(self.outbox_delay, 1))
-                if not final or time.monotonic() > deadline:
-                    return
-                time.sleep(self.outbox_delay)
-                continue
-            except QueueError as exc:
-                self.log.error("queue_write_failed", action=what, error=str(exc))
-            self.outbox.popleft()
-            self.outbox_delay = 0.5
+        self.outbox.flush(now, final)
+
+    def _queue_unavailable(self, what: str, pending: int, exc: QueueUnavailable, retry_in_s: float) -> None:
+        self.metrics.queue_errors.inc()
+        self.log.warning("queue_unavailable", action=what, pending=pending, error=str(exc), retry_in_s=retry_in_s)
+
+    def _queue_refused(self, what: str, exc: QueueError) -> None:
+        self.log.error("queue_write_failed", action=what, error=str(exc))
 
 
 def _ms(seconds: float | None) -> float | None:

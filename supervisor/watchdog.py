@@ -14,20 +14,13 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 
 import psutil
 
+from .metering import TreeSample
 from .procs import children_of
 
-MB = 1024 * 1024
-
-
-@dataclass
-class TreeSample:
-    uss_mb: float | None  # None when only RSS was read
-    rss_mb: float
-    processes: int
+MIB = 1 << 20
 
 
 class ProcessTree:
@@ -77,7 +70,7 @@ class ProcessTree:
                 continue
             rss_bytes += info.rss
             count += 1
-        return TreeSample(uss_bytes / MB if uss else None, rss_bytes / MB, count)
+        return TreeSample(uss_bytes / MIB if uss else None, rss_bytes / MIB, count)
 
     def signal(self, signum: int) -> None:
         """Send `signum` to every process of the tree, root first, and to the root's process group."""
@@ -97,6 +90,3 @@ class ProcessTree:
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
-
-    def alive_pids(self) -> list[int]:
-        return [p.pid for p in self._walk()]

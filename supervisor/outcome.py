@@ -1,0 +1,75 @@
+"""How an attempt ended: the facts the supervisor gathered about it → one outcome.
+
+Pure policy, no processes: the loop collects the facts (the wait status, the
+child's last event, a stop it decided on, the memory it metered) and this module
+names the outcome and writes the message an operator reads in `docsuper show`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from .queue.base import AttemptEnd
+
+OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of memory
+
+
+def describe_status(status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) from a wait status."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status), None
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What the supervisor knows about an attempt when its child is gone."""
+
+    status: int | None  # wait status; None when the child was never seen to exit
+    result: dict[str, Any] | None = None  # the child's `result` event
+    failure: dict[str, Any] | None = None  # the child's `failure` event
+    stop_outcome: str | None = None  # a stop the supervisor decided on (oom, timeout, …)
+    stop_message: str | None = None
+    no_status_reason: str | None = None  # why there is no wait status (the fork server died, …)
+    peak_uss_mb: float | None = None  # None: never read (short jobs)
+    peak_rss_mb: float = 0.0
+    last_page: int | None = None
+
+
+def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> AttemptEnd:
+    exit_code, signum = describe_status(ending.status) if ending.status is not None else (None, None)
+    peak_uss = ending.peak_uss_mb or 0.0
+    end = AttemptEnd("crashed", exit_code=exit_code, signal=signum,
+                     peak_mb=round(ending.peak_uss_mb, 1) if ending.peak_uss_mb is not None else None,
+                     peak_rss_mb=round(ending.peak_rss_mb, 1) if ending.peak_rss_mb else None,
+                     last_page=ending.last_page)
+    if ending.stop_outcome is not None:
+        end.outcome, end.error = ending.stop_outcome, ending.stop_message
+    elif ending.result is not None and exit_code == 0:
+        end.outcome, end.result = "succeeded", ending.result
+    elif ending.failure is not None:
+        end.outcome = ending.failure.get("outcome", "error")
+        end.error = ending.failure.get("message")
+        end.traceback = ending.failure.get("traceback")
+    elif ending.no_status_reason is not None:
+        end.error = ending.no_status_reason
+    elif peak_uss >= OOM_MARGIN * job_limit_mb or ending.peak_rss_mb >= OOM_MARGIN * kernel_limit_mb:
+        end.outcome = "oom"
+        how = f"by {signal_name(signum)}" if signum else f"with exit code {exit_code}"
+        end.error = (f"died {how} at {peak_uss:.0f} MB, near its {job_limit_mb:g} MB cap "
+                     f"(kernel limit {kernel_limit_mb:g} MB)")
+    elif signum is not None:
+        end.error = f"killed by {signal_name(signum)} without a result"
+    else:
+        end.error = f"exited with code {exit_code} without a result"
+    return end
