@@ -25,7 +25,7 @@ import tempfile
 import time
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from docsuper.supervisor.protocol import JobSpec, encode_event
 
@@ -36,14 +36,38 @@ class InvalidInput(Exception):
     """The document can never succeed (corrupt, encrypted, too large…): dead at once, not retried."""
 
 
-class PassFunction(Protocol):
-    def __call__(self, ctx: "PassContext") -> dict[str, Any] | None: ...
+MIB = 1 << 20  # every *_mb figure docsuper reports is MiB
+
+# How native libraries report a failed allocation under RLIMIT_DATA (measured with
+# scripts/bench_limits.py): MuPDF ("malloc (N bytes) failed"), onnxruntime
+# (std::bad_alloc), OpenCV ("Insufficient memory", "Failed to allocate"). Lower case.
+ALLOCATION_FAILURES = ("bad_alloc", "malloc", "insufficient memory", "failed to allocate", "out of memory",
+                       "cannot allocate")
+
+
+def is_allocation_failure(message: str) -> bool:
+    """Whether a native library's error message says an allocation failed."""
+    text = message.lower()
+    return any(marker in text for marker in ALLOCATION_FAILURES)
 
 
 def rss_mb() -> float:
-    """This process's resident memory, read cheaply from /proc."""
+    """This process's resident memory in MiB, read cheaply from /proc."""
     with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak RSS in MiB (VmHWM). Not ru_maxrss: across fork and exec it
+    keeps the parent's high-water mark, so a forked child would report the fork server's."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) * 1024 / MIB, 1)
+    except OSError:
+        pass
+    return None
 
 
 class PassContext:
@@ -61,7 +85,6 @@ class PassContext:
         self._event_fd = event_fd
         self._workdir = workdir
         self._pages: dict[str, dict[int, dict[str, Any]]] = {}
-        self.last_page: int | None = None
 
     @property
     def workdir(self) -> Path:
@@ -90,7 +113,6 @@ class PassContext:
 
     def page_result(self, page: int, result: dict[str, Any]) -> None:
         """Send one page's result to the parent, which stores it in the queue."""
-        self.last_page = page
         self._pages.setdefault(self.pass_name, {})[page] = result
         self.emit({"type": "page", "pass": self.pass_name, "page": page, "result": result})
 

@@ -18,7 +18,7 @@ from typing import Any
 from docsuper.supervisor.procs import JOB_MARKER, PR_SET_PDEATHSIG, prctl
 from docsuper.supervisor.protocol import JobSpec
 
-from .api import InvalidInput, PassContext, UnknownPass, find_pass
+from .api import InvalidInput, PassContext, UnknownPass, find_pass, is_allocation_failure, peak_rss_mb
 
 TRACEBACK_TAIL_CHARS = 4000
 
@@ -39,29 +39,6 @@ def apply_limits(limits: dict[str, Any]) -> None:
 def stdout_to_stderr() -> None:
     # Anything a pass prints must not interleave with the supervisor's JSON log on stdout.
     os.dup2(2, 1)
-
-
-# How native libraries report a failed allocation under RLIMIT_DATA (measured with
-# scripts/bench_limits.py): MuPDF, onnxruntime (std::bad_alloc), OpenCV.
-ALLOCATION_FAILURES = ("bad_alloc", "malloc (", "Insufficient memory", "Failed to allocate", "out of memory",
-                       "Cannot allocate memory")
-
-
-def _is_allocation_failure(exc: BaseException) -> bool:
-    text = str(exc)
-    return isinstance(exc, MemoryError) or any(marker in text for marker in ALLOCATION_FAILURES)
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: across fork it keeps the fork server's."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 def _failure(outcome: str, message: str, exc: BaseException | None = None) -> dict[str, Any]:
@@ -90,7 +67,7 @@ def run_job(spec: JobSpec, event_fd: int) -> int:
     except MemoryError as exc:
         ctx.emit(_failure("oom", f"MemoryError in pass {ctx.pass_name!r} under the kernel memory limit", exc))
     except BaseException as exc:  # a pass may raise anything, SystemExit included
-        outcome = "oom" if _is_allocation_failure(exc) else "error"
+        outcome = "oom" if is_allocation_failure(str(exc)) else "error"
         ctx.emit(_failure(outcome, f"{type(exc).__name__} in pass {ctx.pass_name!r}: {exc}", exc))
     finally:
         if ctx._workdir is not None:

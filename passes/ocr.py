@@ -28,7 +28,6 @@ child needs ahead of time and must stay single-threaded.
 from __future__ import annotations
 
 import math
-import resource
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ import pymupdf
 from docsuper.supervisor.config import OcrConfig
 
 from . import inputs
-from .api import InvalidInput, PassContext, rss_mb
+from .api import InvalidInput, PassContext, is_allocation_failure, peak_rss_mb, rss_mb
 from . import engines
 from .clinical_terms import corrector
 from .lean_ocr import release_memory
@@ -47,7 +46,6 @@ from .memory_plan import MemoryPlan, oom_attempts, plan_for
 
 PASS_NAME = "ocr"
 _UNREADABLE = "\ufffd"  # what MuPDF gives for a glyph without a Unicode mapping
-_MEMORY_WORDS = ("malloc", "out of memory", "cannot allocate", "bad_alloc")
 
 
 @dataclass(frozen=True)
@@ -116,24 +114,8 @@ def run(ctx: PassContext) -> dict[str, Any]:
         "engine": settings.plan.engine,
         "plan": settings.plan.name,
         "seconds": round(time.monotonic() - started, 2),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS in MB (VmHWM).
-
-    Not getrusage's ru_maxrss: across fork and exec it keeps the parent's high-water
-    mark, so a child started by a big process would report the parent's peak.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 def quiet_mupdf() -> None:
@@ -153,7 +135,7 @@ def open_document(document: inputs.Document) -> pymupdf.Document:
 def _mupdf_failure(exc: Exception, what: str) -> Exception:
     """MuPDF fails the same way on every attempt, except when memory ran out."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if any(word in text.lower() for word in _MEMORY_WORDS):
+    if is_allocation_failure(text):
         return MemoryError(f"{what}: {text}")
     return InvalidInput(f"damaged document: {what} ({text})")
 

@@ -17,7 +17,7 @@ from docsuper import __version__
 
 from .config import Config, ConfigError, describe, load_config
 from .redact import redact, redact_value, remember
-from .queue.base import JOB_STATES, Job, JobNotFound, NewJob, Queue, QueueError, SchemaOutdated, open_queue
+from .queue.base import JOB_STATES, Job, NewJob, Queue, QueueError, SchemaOutdated, open_queue
 
 EXIT_USAGE = 2
 
@@ -111,8 +111,6 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except JobNotFound as exc:
-            raise Failure(str(exc)) from None
         except QueueError as exc:
             raise Failure(str(exc)) from None
 

@@ -79,7 +79,6 @@ class ForkServerLauncher:
         self.ready_timeout_s = ready_timeout_s
         self.sock: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
-        self.ready: dict[str, Any] = {}
 
     def start(self) -> dict[str, Any]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -98,7 +97,6 @@ class ForkServerLauncher:
             culprits = [f"{name} ({why})" for name, why in message.get("failed", {}).items()]
             raise LaunchError("the fork server would have to fork with threads running: remove "
                               f"{', '.join(culprits) or 'the module that starts one'} from workers.preload")
-        self.ready = message
         return message
 
     def _receive(self, timeout: float | None) -> dict[str, Any]:
@@ -174,13 +172,11 @@ class SpawnLauncher:
         self._jobs: dict[int, str] = {}  # pid -> job id
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.ready: dict[str, Any] = {}
 
     def start(self) -> dict[str, Any]:
         # Orphans of our job children come back to us, so the tree walk still finds them.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        self.ready = {"op": "ready", "pid": os.getpid(), "preloaded": [], "failed": {}}
-        return self.ready
+        return {"op": "ready", "pid": os.getpid(), "preloaded": [], "failed": {}}
 
     def fileno(self) -> int:
         return self._wake_r
