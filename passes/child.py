@@ -15,8 +15,7 @@ import sys
 import traceback
 from typing import Any
 
-from docsuper.supervisor.procs import JOB_MARKER, PR_SET_PDEATHSIG, prctl
-from docsuper.supervisor.protocol import JobSpec
+from docsuper.supervisor.protocol import JOB_MARKER, PR_SET_PDEATHSIG, ChildLimits, JobSpec, prctl
 
 from .api import InvalidInput, PassContext, UnknownPass, find_pass, is_allocation_failure, peak_rss_mb
 
@@ -29,9 +28,9 @@ def die_with_parent(expected_parent: int, signum: int = signal.SIGKILL) -> None:
         os._exit(1)
 
 
-def apply_limits(limits: dict[str, Any]) -> None:
+def apply_limits(limits: ChildLimits) -> None:
     """Kernel limits for this child. RLIMIT_DATA, not RLIMIT_AS: see docs/memory.md."""
-    data_bytes = int(limits["kernel_limit_mb"] * 1024 * 1024)
+    data_bytes = int(limits.kernel_limit_mb * 1024 * 1024)
     resource.setrlimit(resource.RLIMIT_DATA, (data_bytes, data_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     spec_fd, event_fd, parent_pid, kernel_limit_mb = (int(a) for a in args)
     die_with_parent(parent_pid)
-    apply_limits({"kernel_limit_mb": kernel_limit_mb})
+    apply_limits(ChildLimits(kernel_limit_mb))
     stdout_to_stderr()
     with os.fdopen(spec_fd, "rb") as fh:
         spec = JobSpec.from_json(fh.read())

@@ -20,6 +20,11 @@ def noop(ctx: PassContext) -> dict[str, Any]:
     return {}
 
 
+def introspect(ctx: PassContext) -> dict[str, Any]:
+    """What a pass is given: its config sections, and the environment names its child holds."""
+    return {"config": ctx.config, "environ": sorted(os.environ), "pid": os.getpid()}
+
+
 def alloc(ctx: PassContext) -> dict[str, Any]:
     """Grow to `alloc_mb` in `alloc_step_mb` steps, touching every page, then hold `hold_s`."""
     target = float(ctx.options.get("alloc_mb", 600))

@@ -3,10 +3,12 @@
 The supervisor starts it as a fresh interpreter (`python -m docsuper.passes.forkserver FD`)
 and talks to it over a SOCK_SEQPACKET socket:
 
-    supervisor → {"op": "start", "limits": {...}} + fds [event pipe, spec memfd]
-    server     → {"op": "started", "job_id": J, "pid": N}  or  {"op": "refused", "job_id": J, "message": "..."}
-    server     → {"op": "exited", "pid": N, "status": S}   whenever a job child is reaped
-    server     → {"op": "ready", ...}                       once, after preloading
+    server     → Ready                        once, after preloading
+    supervisor → Start + fds [event pipe, spec memfd]
+    server     → Started (job, pid)  or  Refused (job, why)
+    server     → Exited (pid, wait status)    whenever a job child is reaped
+
+(the types are in docsuper.supervisor.protocol, the one module both sides share).
 
 Why a separate process: the supervisor runs threads (queue drivers, HTTP) and must
 never import the document libraries, and a fork copies only the calling thread.
@@ -24,16 +26,28 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
 import os
 import select
 import signal
 import socket
 import sys
 import time
-from typing import Any
 
-from docsuper.supervisor.procs import drain_pipe, reap_jobs
+from docsuper.supervisor.protocol import (
+    PR_SET_CHILD_SUBREAPER,
+    Exited,
+    JobSpec,
+    Ready,
+    Refused,
+    ServerMessage,
+    Start,
+    Started,
+    decode_message,
+    drain_pipe,
+    encode_message,
+    prctl,
+    reap_jobs,
+)
 
 from . import child
 
@@ -51,14 +65,15 @@ class ForkServer:
         self.jobs: dict[int, str] = {}  # live job children: pid -> job id
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: ServerMessage) -> None:
         try:
-            self.sock.send(json.dumps(message).encode())
+            self.sock.send(encode_message(message))
         except OSError:
             self.shutdown()
 
-    def preload_modules(self) -> dict[str, Any]:
-        loaded, failed = [], {}
+    def preload_modules(self) -> Ready:
+        loaded: list[str] = []
+        failed: dict[str, str] = {}
         started = time.monotonic()
         for name in self.preload:
             try:
@@ -76,8 +91,7 @@ class ForkServer:
         # collector never walks it in a child, so it is not copied page by page on write.
         gc.collect()
         gc.freeze()
-        return {"op": "ready", "pid": os.getpid(), "preloaded": loaded, "failed": failed,
-                "threads": _threads(), "seconds": round(time.monotonic() - started, 3)}
+        return Ready(os.getpid(), loaded, failed, _threads(), round(time.monotonic() - started, 3))
 
     def shutdown(self, *_: object) -> None:
         for pid in list(self.jobs):
@@ -89,25 +103,25 @@ class ForkServer:
 
     def reap(self) -> None:
         for pid, status in reap_jobs(self.jobs):
-            self.send({"op": "exited", "pid": pid, "status": status})
+            self.send(Exited(pid, status))
 
-    def start_job(self, message: dict[str, Any], fds: list[int]) -> None:
+    def start_job(self, message: Start, fds: list[int]) -> None:
         event_fd, spec_fd = fds
         if _threads() > 1:
             for fd in fds:
                 os.close(fd)
-            self.send({"op": "refused", "job_id": message["job_id"],
-                       "message": f"fork server has {_threads()} threads; refusing to fork"})
+            self.send(Refused(message.job_id, f"fork server has {_threads()} threads; refusing to fork"))
             return
+        server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            self._become_child(message, event_fd, spec_fd)
+            self._become_child(message, server_pid, event_fd, spec_fd)
         os.close(event_fd)
         os.close(spec_fd)
-        self.jobs[pid] = message["job_id"]
-        self.send({"op": "started", "job_id": message["job_id"], "pid": pid})
+        self.jobs[pid] = message.job_id
+        self.send(Started(message.job_id, pid))
 
-    def _become_child(self, message: dict[str, Any], event_fd: int, spec_fd: int) -> None:
+    def _become_child(self, message: Start, server_pid: int, event_fd: int, spec_fd: int) -> None:
         code = 1
         try:
             for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
@@ -117,11 +131,9 @@ class ForkServer:
             os.close(self.wake_r)
             os.close(self.wake_w)
             os.setpgid(0, 0)
-            child.die_with_parent(message["server_pid"])
-            child.apply_limits(message["limits"])
+            child.die_with_parent(server_pid)
+            child.apply_limits(message.limits)
             child.stdout_to_stderr()
-            from docsuper.supervisor.protocol import JobSpec
-
             with os.fdopen(spec_fd, "rb") as fh:
                 spec = JobSpec.from_json(fh.read())
             code = child.run_job(spec, event_fd)
@@ -147,14 +159,12 @@ class ForkServer:
                 data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
                 if not data:
                     self.shutdown()
-                message = json.loads(data)
-                message["server_pid"] = os.getpid()
-                self.start_job(message, fds)
+                message = decode_message(data)
+                if isinstance(message, Start):
+                    self.start_job(message, fds)
 
 
 def main() -> None:
-    from docsuper.supervisor.procs import PR_SET_CHILD_SUBREAPER, prctl
-
     from .child import die_with_parent
 
     fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])

@@ -149,6 +149,12 @@ def _schema_name_check(value: str) -> str | None:
     return "must be lower-case letters, digits and _ (at most 47, not starting with a digit)"
 
 
+def _child_env_check(names: tuple[str, ...]) -> str | None:
+    # The process that parses untrusted documents must never see the queue's credentials.
+    secret = [n for n in names if n in ("DATABASE_URL", "DOCSUPER_QUEUE_URL")]
+    return f"{', '.join(secret)} holds the queue's credentials; children must not see it" if secret else None
+
+
 # --- the sections ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -176,6 +182,9 @@ class WorkersConfig(Section):
                                 help="forkserver: fork from a preloaded zygote; spawn: fresh interpreter per job")
     preload: tuple[str, ...] = setting(("numpy", "cv2", "pymupdf", "tesserocr", "docsuper.passes.ocr"),
                                        help="modules the fork server imports once; each must start no thread")
+    child_env: tuple[str, ...] = setting((), check=_child_env_check,
+                                         help="environment variables children inherit beside PATH, locale, temp "
+                                              "dir, thread and malloc settings (never the queue's URL)")
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,32 @@ from docsuper import __version__
 from .budget import MemoryBudget, box_memory_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
-from .launcher import LaunchError, make_launcher
+from .launcher import LaunchError, child_environment, make_launcher
 from .logs import Logger
 from .metering import MemoryMeter
 from .outbox import Outbox
 from .outcome import Ending, classify, signal_name
-from .procs import drain_pipe
-from .protocol import EventReader, JobSpec
+from .protocol import ChildLimits, EventReader, JobSpec, drain_pipe
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
 from .stopping import Running, decide_stops
 from .watchdog import ProcessTree
+
+# The config sections a child may see: `inputs` (any pass may fetch the job's document)
+# and one named after a pass it runs (`ocr`). Never these, whatever a pass is called.
+PARENT_ONLY_SECTIONS = frozenset({"queue", "workers", "memory", "retry", "log", "http"})
+
+
+def child_config(config: dict[str, dict[str, Any]], passes: list[str]) -> dict[str, dict[str, Any]]:
+    wanted = {"inputs", *passes} - PARENT_ONLY_SECTIONS
+    return {name: dict(keys) for name, keys in config.items() if name in wanted}
+
+
+def child_env_names(config: Config) -> list[str]:
+    """The variables an operator lets children see beside the built-in allowlist."""
+    names = list(config.workers.child_env)
+    if config.inputs.bearer_token_env:
+        names.append(config.inputs.bearer_token_env)
+    return names
 
 
 @dataclass
@@ -71,7 +87,8 @@ class Supervisor:
         self.log = logger or Logger(config.log.level, config.log.format)
         self.on_event = on_event
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self.launcher = make_launcher(config.workers.start_method, config.workers.preload)
+        self.launcher = make_launcher(config.workers.start_method, config.workers.preload,
+                                      child_environment(child_env_names(config)))
         self.children: dict[str, Child] = {}  # by job id
         self.by_pid: dict[int, Child] = {}
         self.outbox = Outbox(self._queue_unavailable, self._queue_refused)
@@ -86,7 +103,8 @@ class Supervisor:
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
-        self.limits = {"kernel_limit_mb": config.kernel_limit_mb}
+        self.limits = ChildLimits(config.kernel_limit_mb)
+        self._config = config.as_dict()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._previous_handlers: dict[int, Any] = {}
         self.metrics = Metrics()
@@ -109,16 +127,16 @@ class Supervisor:
 
     def _start_launcher(self) -> None:
         ready = self.launcher.start()
-        if ready.get("failed"):
-            self.log.warning("preload_incomplete", failed=ready["failed"])
+        if ready.failed:
+            self.log.warning("preload_incomplete", failed=ready.failed)
         mine = _own_rss_mb()
-        server = psutil.Process(ready["pid"]).memory_info().rss / 2**20 if ready["pid"] != os.getpid() else 0.0
+        server = psutil.Process(ready.pid).memory_info().rss / 2**20 if ready.pid != os.getpid() else 0.0
         budget = self.cfg.memory.box_budget_mb or max(
             0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
         self.budget.budget_mb = budget
         self.metrics.budget_mb.set(budget)
-        self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.get("preloaded"),
-                      seconds=ready.get("seconds"), parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
+        self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.preloaded,
+                      seconds=ready.seconds, parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
                       box_budget_mb=round(budget), job_limit_mb=self.cfg.memory.job_limit_mb,
                       kernel_limit_mb=self.cfg.kernel_limit_mb)
 
@@ -225,9 +243,7 @@ class Supervisor:
         while self.pending_signals:
             signum = self.pending_signals.pop(0)
             if signum == signal.SIGCHLD:
-                on_sigchld = getattr(self.launcher, "on_sigchld", None)
-                if on_sigchld:
-                    on_sigchld()
+                self.launcher.on_sigchld()
                 continue
             if not self.stopping:
                 self.stopping = True
@@ -291,8 +307,9 @@ class Supervisor:
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
             return
         try:
-            spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options, self.cfg.as_dict(), resume)
-            pid, fd = self.launcher.launch(spec, self.limits)
+            spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options,
+                           child_config(self._config, job.passes), resume)
+            fd = self.launcher.launch(spec, self.limits)
         except LaunchError as exc:
             self.log.error("launch_failed", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
@@ -303,8 +320,6 @@ class Supervisor:
         child = Child(job=job, events=EventReader(fd), claimed_at=claimed_at, started_at=now,
                       deadline=now + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now))
         self.children[job.id] = child
-        if pid is not None:
-            self._forked(child, pid)
 
     def _forked(self, child: Child, pid: int) -> None:
         child.pid, child.tree = pid, ProcessTree(pid)
@@ -368,16 +383,17 @@ class Supervisor:
             self.log.error("launcher_died", error=str(exc))
             self._restart_launcher()
             return
-        for job_id, pid in reports.started:
-            if job_id in self.children:
-                self._forked(self.children[job_id], pid)
-        for job_id, why in reports.refused:
-            if job_id in self.children:
-                self._finish(self.children[job_id], None, f"the fork server refused to start it: {why}")
-        for pid, status in reports.exited:
-            child = self.by_pid.pop(pid, None)
+        for started in reports.started:
+            if started.job_id in self.children:
+                self._forked(self.children[started.job_id], started.pid)
+        for refused in reports.refused:
+            if refused.job_id in self.children:
+                self._finish(self.children[refused.job_id], None,
+                             f"the fork server refused to start it: {refused.message}")
+        for exited in reports.exited:
+            child = self.by_pid.pop(exited.pid, None)
             if child is not None:
-                self._finish(child, status)
+                self._finish(child, exited.status)
 
     def _finish(self, child: Child, status: int | None, no_status_reason: str | None = None) -> None:
         self.children.pop(child.job.id, None)

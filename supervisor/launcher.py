@@ -1,30 +1,48 @@
 """Starting job children: from the fork server (default) or as fresh interpreters.
 
-Both launchers hand back the child's pid and the read end of its event pipe, and
-report starts and exits through `poll()`, which the supervisor calls when
-`fileno()` is readable. The fork server answers a launch asynchronously: forking
-a process that maps the document libraries takes milliseconds, and the
-supervisor does other work meanwhile. The spec travels in a memfd, so its size (resume data
-of a long document) never blocks the supervisor on a pipe.
+Both start methods implement `Launcher`: `launch()` hands back the read end of
+the child's event pipe at once, and the child's pid, its refusal or its exit come
+later as reports from `poll()`, which the supervisor calls when `fileno()` is
+readable. The fork server answers asynchronously: forking a process that maps the
+document libraries takes milliseconds, and the supervisor does other work
+meanwhile. The spec travels in a memfd, so its size (resume data of a long
+document) never blocks the supervisor on a pipe.
+
+Children start with an environment built from an allowlist, never the parent's:
+the parent holds the queue's URL and the operator's secrets, the child parses
+untrusted documents.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Iterable, Mapping, Protocol
 
-from .procs import PR_SET_CHILD_SUBREAPER, drain_pipe, prctl, reap_jobs
-from .protocol import JobSpec
+from .protocol import (
+    JOB_MARKER,
+    PR_SET_CHILD_SUBREAPER,
+    ChildLimits,
+    Exited,
+    JobSpec,
+    Ready,
+    Refused,
+    Start,
+    Started,
+    decode_message,
+    drain_pipe,
+    encode_message,
+    prctl,
+    reap_jobs,
+)
 
 # glibc and the numeric libraries read these when a process starts, so they must be
 # in place before the fork server (or a spawned child) begins, not set by a pass.
-CHILD_ENVIRONMENT = {
+CHILD_DEFAULTS = {
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_MMAP_THRESHOLD_": "4194304",
     # Setting the mmap threshold freezes the trim threshold at 128 KB otherwise (docs/ocr.md).
@@ -35,6 +53,27 @@ CHILD_ENVIRONMENT = {
     "PYTHONUNBUFFERED": "1",
 }
 
+# What a child may inherit from the parent's environment: what the interpreter, the
+# locale, the temp dir, TLS and the numeric libraries read. Nothing else crosses
+# unless the operator names it (workers.child_env, inputs.bearer_token_env).
+CHILD_ALLOWED = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH",
+    "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONIOENCODING",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "OMP_THREAD_LIMIT", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+    JOB_MARKER,
+}) | frozenset(CHILD_DEFAULTS)
+CHILD_ALLOWED_PREFIXES = ("LC_", "MALLOC_")
+
+
+def child_environment(extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a child starts with: the allowlist, `extra` names, CHILD_DEFAULTS."""
+    environ = os.environ if environ is None else environ
+    allowed = CHILD_ALLOWED | set(extra)
+    env = {k: v for k, v in environ.items() if k in allowed or k.startswith(CHILD_ALLOWED_PREFIXES)}
+    for key, value in CHILD_DEFAULTS.items():
+        env.setdefault(key, value)
+    return env
+
 
 class LaunchError(Exception):
     pass
@@ -42,20 +81,31 @@ class LaunchError(Exception):
 
 @dataclass
 class Reports:
-    started: list[tuple[str, int]] = field(default_factory=list)  # (job id, pid)
-    exited: list[tuple[int, int]] = field(default_factory=list)  # (pid, wait status)
-    refused: list[tuple[str, str]] = field(default_factory=list)  # (job id, why)
+    started: list[Started] = field(default_factory=list)
+    exited: list[Exited] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
 
 
-def _exit_of(message: dict[str, Any]) -> tuple[int, int]:
-    return message["pid"], message["status"]
+class Launcher(Protocol):
+    name: str
 
+    def start(self) -> Ready:
+        """Get ready to launch (preload, for the fork server). LaunchError when it cannot."""
 
-def child_environment() -> dict[str, str]:
-    env = dict(os.environ)
-    for key, value in CHILD_ENVIRONMENT.items():
-        env.setdefault(key, value)
-    return env
+    def fileno(self) -> int:
+        """Readable when poll() has something to report."""
+
+    def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
+        """Start a child for `spec`; returns the read end of its event pipe. Its pid comes as a Started report."""
+
+    def poll(self) -> Reports:
+        """What happened since the last call. LaunchError when the launcher itself is gone."""
+
+    def on_sigchld(self) -> None:
+        """The supervisor received SIGCHLD."""
+
+    def stop(self) -> None:
+        """Kill whatever children are left and release the launcher."""
 
 
 def _spec_memfd(spec: JobSpec) -> int:
@@ -74,32 +124,33 @@ def _event_pipe() -> tuple[int, int]:
 class ForkServerLauncher:
     name = "forkserver"
 
-    def __init__(self, preload: list[str], ready_timeout_s: float = 120.0) -> None:
+    def __init__(self, preload: list[str], child_env: dict[str, str], ready_timeout_s: float = 120.0) -> None:
         self.preload = preload
+        self.child_env = child_env
         self.ready_timeout_s = ready_timeout_s
         self.sock: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> dict[str, Any]:
+    def start(self) -> Ready:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "docsuper.passes.forkserver", str(theirs.fileno()), str(os.getpid()),
              ",".join(self.preload)],
-            pass_fds=[theirs.fileno()], env=child_environment(), stdin=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno()], env=self.child_env, stdin=subprocess.DEVNULL,
         )
         theirs.close()
         self.sock = ours
         message = self._receive(timeout=self.ready_timeout_s)
-        if message.get("op") != "ready":
+        if not isinstance(message, Ready):
             raise LaunchError(f"fork server did not start: {message}")
-        if message.get("threads", 1) > 1:
+        if message.threads > 1:
             self.stop()
-            culprits = [f"{name} ({why})" for name, why in message.get("failed", {}).items()]
+            culprits = [f"{name} ({why})" for name, why in message.failed.items()]
             raise LaunchError("the fork server would have to fork with threads running: remove "
                               f"{', '.join(culprits) or 'the module that starts one'} from workers.preload")
         return message
 
-    def _receive(self, timeout: float | None) -> dict[str, Any]:
+    def _receive(self, timeout: float | None) -> object:
         assert self.sock is not None
         self.sock.settimeout(timeout)
         try:
@@ -110,30 +161,27 @@ class ForkServerLauncher:
             self.sock.setblocking(False)
         if not data:
             raise LaunchError(f"fork server exited (code {self.process.poll() if self.process else '?'})")
-        return json.loads(data)
+        return decode_message(data)
 
     def fileno(self) -> int:
         assert self.sock is not None
         return self.sock.fileno()
 
-    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int | None, int]:
-        """Ask for a child and return at once: its pid arrives later as a `started` report."""
+    def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
         assert self.sock is not None
         read_fd, write_fd = _event_pipe()
         spec_fd = _spec_memfd(spec)
         try:
-            message = {"op": "start", "job_id": spec.job_id, "limits": limits}
-            socket.send_fds(self.sock, [json.dumps(message).encode()], [write_fd, spec_fd])
+            socket.send_fds(self.sock, [encode_message(Start(spec.job_id, limits))], [write_fd, spec_fd])
         except OSError as exc:
             os.close(read_fd)
             raise LaunchError(f"cannot reach the fork server: {exc}") from None
         finally:
             os.close(write_fd)
             os.close(spec_fd)
-        return None, read_fd
+        return read_fd
 
     def poll(self) -> Reports:
-        """What the fork server reported since the last call. LaunchError when it is gone."""
         reports = Reports()
         while True:
             try:
@@ -142,13 +190,16 @@ class ForkServerLauncher:
                 return reports
             if not data:
                 raise LaunchError("the fork server exited; its children died with it")
-            message = json.loads(data)
-            if message["op"] == "started":
-                reports.started.append((message["job_id"], message["pid"]))
-            elif message["op"] == "exited":
-                reports.exited.append(_exit_of(message))
-            elif message["op"] == "refused":
-                reports.refused.append((message["job_id"], message["message"]))
+            message = decode_message(data)
+            if isinstance(message, Started):
+                reports.started.append(message)
+            elif isinstance(message, Exited):
+                reports.exited.append(message)
+            elif isinstance(message, Refused):
+                reports.refused.append(message)
+
+    def on_sigchld(self) -> None:
+        pass  # the fork server reaps its own children and reports them
 
     def stop(self) -> None:
         if self.sock is not None:
@@ -168,34 +219,39 @@ class SpawnLauncher:
 
     name = "spawn"
 
-    def __init__(self) -> None:
+    def __init__(self, child_env: dict[str, str]) -> None:
+        self.child_env = child_env
         self._jobs: dict[int, str] = {}  # pid -> job id
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._started: list[Started] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def start(self) -> dict[str, Any]:
+    def start(self) -> Ready:
         # Orphans of our job children come back to us, so the tree walk still finds them.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        return {"op": "ready", "pid": os.getpid(), "preloaded": [], "failed": {}}
+        return Ready(pid=os.getpid(), preloaded=[], failed={})
 
     def fileno(self) -> int:
         return self._wake_r
 
     def on_sigchld(self) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
             pass
 
-    def launch(self, spec: JobSpec, limits: dict[str, Any]) -> tuple[int | None, int]:
+    def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
         read_fd, write_fd = _event_pipe()
         spec_fd = _spec_memfd(spec)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "docsuper.passes.child", str(spec_fd), str(write_fd), str(os.getpid()),
-                 str(limits["kernel_limit_mb"])],
-                pass_fds=[spec_fd, write_fd], env=child_environment(), stdin=subprocess.DEVNULL,
-                process_group=0,
+                 str(limits.kernel_limit_mb)],
+                pass_fds=[spec_fd, write_fd], env={**self.child_env, JOB_MARKER: spec.job_id},
+                stdin=subprocess.DEVNULL, process_group=0,
             )
         except OSError as exc:
             os.close(read_fd)
@@ -205,13 +261,16 @@ class SpawnLauncher:
             os.close(spec_fd)
         self._jobs[process.pid] = spec.job_id
         self._processes[process.pid] = process
-        return process.pid, read_fd
+        self._started.append(Started(spec.job_id, process.pid))
+        self._wake()
+        return read_fd
 
     def poll(self) -> Reports:
         drain_pipe(self._wake_r)
-        reports = Reports(exited=reap_jobs(self._jobs))
-        for pid, status in reports.exited:
-            self._processes.pop(pid).returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        reports = Reports(started=self._started, exited=[Exited(p, s) for p, s in reap_jobs(self._jobs)])
+        self._started = []
+        for exit in reports.exited:
+            self._processes.pop(exit.pid).returncode = os.waitstatus_to_exitcode(exit.status)  # reaped here
         return reports
 
     def stop(self) -> None:
@@ -223,5 +282,7 @@ class SpawnLauncher:
         self.poll()
 
 
-def make_launcher(start_method: str, preload: list[str]) -> ForkServerLauncher | SpawnLauncher:
-    return ForkServerLauncher(preload) if start_method == "forkserver" else SpawnLauncher()
+def make_launcher(start_method: str, preload: list[str], child_env: dict[str, str]) -> Launcher:
+    if start_method == "forkserver":
+        return ForkServerLauncher(preload, child_env)
+    return SpawnLauncher(child_env)

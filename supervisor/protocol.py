@@ -1,30 +1,43 @@
-"""Where the parent and the child meet: a job spec in, events out.
+"""Where the parent and the child meet: the only module both sides import.
 
-The parent hands the child one JobSpec. The child writes events to a pipe, one
-JSON object per line, and exits:
+Standard library only, so `docsuper.passes` never pulls in the supervisor. It holds:
 
-    {"type": "started", "t": …}                      the first pass is about to run
+- the JobSpec the parent hands a child (the job, the limits' inputs, and only the
+  config sections its passes use: never the queue's URL);
+- the event grammar a child writes back, one JSON object per line on a pipe:
+
+    {"type": "started", "pid": …}                    the first pass is about to run
     {"type": "progress", "pass": "ocr", "done": 3, "total": 10, "rss_mb": 212.5}
     {"type": "page", "pass": "ocr", "page": 3, "result": {…}}   stored at once by the parent
     {"type": "result", "summary": {…}, "peak_rss_mb": …}   success; the child then exits 0
     {"type": "failure", "outcome": "error" | "invalid_input" | "oom",
-     "message": "…", "traceback": "…"}               the child then exits 1
+     "message": "…", "traceback": "…", "peak_rss_mb": …}   the child then exits 1
 
-A child that exits without a result or failure line, or dies by a signal, is
-`crashed` (or `oom`/`timeout` when the watchdog killed it). Nothing else crosses:
-this module is standard library only, so either side can import it.
+  A child that exits without a result or failure line, or dies by a signal, is
+  `crashed` (or `oom`/`timeout` when the watchdog killed it);
+- the fork server's messages (Ready, Start, Started, Refused, Exited), one per
+  SOCK_SEQPACKET datagram;
+- the job marker and the Linux process plumbing both sides use (prctl, reaping a
+  job's children and the orphans it left). Memory figures everywhere are MiB.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+import signal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Union
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one page's OCR lines fit many times over
 
+# Set in every job child's environment and inherited by all it starts, so a reaper
+# can tell which job an orphan belongs to.
+JOB_MARKER = "DOCSUPER_JOB_ID"
 
+
+# -- the job spec --------------------------------------------------------------
 @dataclass
 class JobSpec:
     job_id: str
@@ -32,12 +45,12 @@ class JobSpec:
     source: str | None
     passes: list[str]
     options: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)  # only the sections its passes use
     # Per-page results stored by earlier attempts, {pass: {page: result}}: a retry resumes after them.
     resume: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        # Not dataclasses.asdict: it deep-copies the whole config for every job.
+        # Not dataclasses.asdict: it deep-copies every resumed page for every job.
         data = dict(self.__dict__)
         data["resume"] = {p: {str(k): v for k, v in pages.items()} for p, pages in self.resume.items()}
         return json.dumps(data)
@@ -49,6 +62,14 @@ class JobSpec:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class ChildLimits:
+    """Kernel limits a child sets on itself before it runs a pass."""
+
+    kernel_limit_mb: int  # RLIMIT_DATA
+
+
+# -- events from a child -------------------------------------------------------
 def encode_event(event: dict[str, Any]) -> bytes:
     return (json.dumps(event, separators=(",", ":")) + "\n").encode()
 
@@ -84,3 +105,156 @@ class EventReader:
                 continue
             if isinstance(event, dict):
                 yield event
+
+
+# -- the fork server's messages ------------------------------------------------
+@dataclass(frozen=True)
+class Ready:
+    """Server → parent, once, after preloading."""
+
+    pid: int
+    preloaded: list[str]
+    failed: dict[str, str]  # module → why it did not load (or started a thread)
+    threads: int = 1
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Start:
+    """Parent → server, with two fds: the job's event pipe and the spec's memfd."""
+
+    job_id: str
+    limits: ChildLimits
+
+
+@dataclass(frozen=True)
+class Started:
+    job_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    job_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Exited:
+    """A job child was reaped."""
+
+    pid: int
+    status: int  # wait status
+
+
+ServerMessage = Union[Ready, Start, Started, Refused, Exited]
+_MESSAGE_TYPES: dict[str, type] = {cls.__name__.lower(): cls for cls in (Ready, Start, Started, Refused, Exited)}
+
+
+def encode_message(message: ServerMessage) -> bytes:
+    return json.dumps({"op": type(message).__name__.lower(), **asdict(message)}).encode()
+
+
+def decode_message(data: bytes) -> ServerMessage:
+    fields = json.loads(data)
+    cls = _MESSAGE_TYPES[fields.pop("op")]
+    if cls is Start:
+        fields["limits"] = ChildLimits(**fields["limits"])
+    return cls(**fields)  # type: ignore[no-any-return]
+
+
+# -- Linux process plumbing ----------------------------------------------------
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children from /proc/PID/task/*/children: a look at this one process, where
+    psutil's children() reads the parent of every process on the box."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found.extend(int(p) for p in fh.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def drain_pipe(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe (signal wake-ups, SIGCHLD notes)."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def environ_value(pid: int, name: str) -> str | None:
+    """One variable from the environment a process started with, or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for entry in data.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix):].decode(errors="replace")
+    return None
+
+
+def kill_orphans_of(job_id: str) -> list[int]:
+    """Kill the processes a finished job left behind that were reparented to us (a subreaper).
+
+    A grandchild that escaped into its own session is outside the job's process
+    group; its parent is gone, so only the job marker in its environment names it."""
+    killed = []
+    for pid in children_of(os.getpid()):
+        if environ_value(pid, JOB_MARKER) == job_id:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                continue
+    return killed
+
+
+def reap_jobs(jobs: dict[int, str]) -> list[tuple[int, int]]:
+    """Reap every exited child of this process (a subreaper); for each job child among
+    them (`jobs`: pid -> job id, updated), kill what the job left behind.
+
+    Returns (pid, wait status) of the job children. Other children are orphans a job
+    left and that were reparented here: reaping is all they need. Their group is
+    killed right after the reap and before anyone is told, so no new child can have
+    been given this pid as its group id yet."""
+    reaped = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        job_id = jobs.pop(pid, None)
+        if job_id is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        kill_orphans_of(job_id)
+        reaped.append((pid, status))
+    return reaped

@@ -18,7 +18,7 @@ import signal
 import psutil
 
 from .metering import TreeSample
-from .procs import children_of
+from .protocol import children_of
 
 MIB = 1 << 20
 

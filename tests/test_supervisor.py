@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -312,3 +313,48 @@ def test_a_preload_that_starts_a_thread_is_refused_at_start(env: Env, tmp_path: 
     result = env.cli("run", "--drain", check=False)
     assert result.returncode == 1
     assert "remove threaded_lib (started a thread at import" in result.stderr and "Traceback" not in result.stderr
+
+
+SECRETS = {"DATABASE_URL": "postgresql://docsuper:hunter2-db@127.0.0.1:1/x",  # DOCSUPER_QUEUE_URL wins
+           "CLINIC_API_SECRET": "hunter2-api"}
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(entry.decode().split("=", 1) for entry in raw.split(b"\0") if entry)
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_children_start_without_the_parents_secrets(env: Env, start_method: str):
+    env.set(DOCSUPER_WORKERS_START_METHOD=start_method, DOCSUPER_WORKERS_PRELOAD="json",
+            DOCSUPER_WORKERS_CHILD_ENV="CLINIC_REGION", CLINIC_REGION="eu-1", **SECRETS)
+    [job_id] = env.submit("sleep", sleep_s=60)
+    daemon = env.start()
+    try:
+        child = wait_for(lambda: job_children(daemon.pid), what="a running child")[0]
+        processes = [child.pid] + ([child.ppid()] if start_method == "forkserver" else [])
+        environs = {pid: environ_of(pid) for pid in processes}
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    assert env.vars["CLINIC_API_SECRET"] == "hunter2-api"  # the daemon had it; its children did not
+    for pid, environ in environs.items():
+        assert not [k for k, v in environ.items() if "hunter2" in v], pid
+        assert not [k for k in environ if k.startswith("DOCSUPER_") and k != "DOCSUPER_JOB_ID"], pid
+        assert "DATABASE_URL" not in environ and "PATH" in environ and environ["CLINIC_REGION"] == "eu-1"
+        assert environ["MALLOC_ARENA_MAX"] == "2"
+    if start_method == "spawn":  # a forked child's marker is set after the fork, not in /proc/…/environ
+        assert environs[child.pid]["DOCSUPER_JOB_ID"] == job_id
+
+
+def test_a_pass_receives_only_its_sections_and_a_scrubbed_environment(env: Env):
+    env.set(DOCSUPER_WORKERS_PRELOAD="json", **SECRETS)
+    [job_id] = env.submit("introspect")
+    env.drain()
+    job, _ = only_attempt(env, job_id)
+    assert job.status == "succeeded", job.last_error
+    seen = job.result["introspect"]
+    assert sorted(seen["config"]) == ["inputs"]
+    assert not {"DATABASE_URL", "CLINIC_API_SECRET", "DOCSUPER_QUEUE_URL"} & set(seen["environ"])
+    assert "DOCSUPER_JOB_ID" in seen["environ"]
+    assert env.url not in json.dumps(seen) and "hunter2" not in json.dumps(seen)
