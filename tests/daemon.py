@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 import psutil
 
+from docsuper.supervisor.config import SCHEMA
 from docsuper.supervisor.queue.base import Queue, open_queue
 
 # Fast timings so lease expiry, retries and shutdown happen in seconds.
@@ -25,6 +27,13 @@ FAST = {
     "DOCSUPER_WORKERS_SHUTDOWN_GRACE_S": "1",
     "DOCSUPER_LOG_LEVEL": "debug",
 }
+
+# Diagnostic jobs need no document library in the fork server, and preloading the OCR
+# stack costs every daemon a second or more at start. A test that submits an OCR job
+# gets the default preload back (see Env.cli), unless it chose a preload itself.
+PRELOAD = "DOCSUPER_WORKERS_PRELOAD"
+LIGHT_PRELOAD = "docsuper.passes.diagnostic"
+DEFAULT_PRELOAD = ",".join(SCHEMA["workers"]["preload"].default)
 
 
 class Env:
@@ -40,15 +49,20 @@ class Env:
         self.vars["DOCSUPER_QUEUE_URL"] = self.url
         self.vars["DOCSUPER_CONFIG"] = str(root / "none.toml")
         (root / "none.toml").write_text("")
-        self.vars.update(overrides)
+        self.vars[PRELOAD] = LIGHT_PRELOAD
+        self.preload_chosen = False
+        self.set(**overrides)
 
     def set(self, **overrides: str) -> None:
+        self.preload_chosen = self.preload_chosen or PRELOAD in overrides
         self.vars.update(overrides)
 
     def queue(self) -> Queue:
         return open_queue(self.url, self.vars.get("DOCSUPER_QUEUE_SCHEMA", "docsuper"))
 
     def cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[:1] == ("submit",) and not self.preload_chosen and _submits_ocr(args):
+            self.vars[PRELOAD] = DEFAULT_PRELOAD
         result = subprocess.run([sys.executable, "-m", "docsuper.supervisor.cli", *args], env=self.vars,
                                 cwd=self.root, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
@@ -69,6 +83,30 @@ class Env:
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "docsuper.supervisor.cli", "run", *args], env=self.vars,
                                 cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _submits_ocr(args: tuple[str, ...]) -> bool:
+    if "--passes" not in args:
+        return True  # the default pass is ocr
+    return "ocr" in args[args.index("--passes") + 1].split(",")
+
+
+def wait_for_log(daemon: subprocess.Popen[str], event: str, timeout: float = 30) -> dict[str, Any]:
+    """Read a running daemon's log (its stdout, unbuffered) until a record of `event` appears."""
+    assert daemon.stdout is not None
+    fd = daemon.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            break
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            if line.startswith(b"{") and json.loads(line).get("event") == event:
+                return json.loads(line)
+    raise AssertionError(f"no {event!r} in the daemon's log within {timeout} s")
 
 
 def parse_log(text: str) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ def test_submit_json_status_list_show(env: Env, tmp_path: Path):
     assert submitted["source"] == str(doc)
     [failing] = env.submit("fail", message="bad thing")
     env.set(DOCSUPER_RETRY_MAX_ATTEMPTS="1")
-    env.cli("retry", failing, check=False)  # queued: not retryable
+    refused = env.cli("retry", failing, check=False)
+    assert refused.returncode == 1 and "is queued: only dead or cancelled jobs can be retried" in refused.stderr
     status = json.loads(env.cli("status", "--json").stdout)
     assert status["counts"]["queued"] == 2 and status["workers"] == []
     shown = json.loads(env.cli("show", submitted["id"][:8], "--json").stdout)
@@ -51,13 +52,13 @@ def test_retry_cancel_and_dead_letters(env: Env):
 
 
 def test_show_text_joins_pages_with_form_feeds(env: Env):
-    # The `pages` diagnostic pass stores results under its own name; OCR text is under "ocr".
-    [job_id] = env.submit("pages", pages=2)
-    env.drain()
-    with env.queue() as q:
-        q_job = q.get(job_id)
-    assert q_job.status == "succeeded" and q_job.progress_done == 2 and q_job.progress_total == 2
-    assert env.cli("show", job_id, "--text").stdout == ""
+    [job_id] = env.submit("ocr")
+    with env.queue() as q:  # OCR page results as a worker stores them, without running the OCR stack
+        q.claim("w", 1, 60)
+        for page, text in ((2, "second page"), (1, "first page"), (3, "")):
+            assert q.record_page(job_id, "w", "ocr", page, {"text": text})
+        assert q.record_page(job_id, "w", "other", 1, {"text": "not OCR"})
+    assert env.cli("show", job_id, "--text").stdout == "first page\fsecond page\f"
 
 
 def test_unknown_and_ambiguous_ids_are_one_line(env: Env):
