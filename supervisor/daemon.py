@@ -159,41 +159,48 @@ class Supervisor:
                 self._start_child(only, time.monotonic())
             elif self.cfg.http.port:
                 self._serve_http()
-            while True:
-                now = self.last_tick = time.monotonic()
-                self._handle_signals(now)
-                self._flush_outbox(now)
-                if only is None and not self.stopping:
-                    self._claim(now, drain)
-                self._wait(self._timeout(time.monotonic(), drain))
-                self._read_events()
-                self._take_launcher_reports()
-                now = time.monotonic()
-                if now >= self.next_sample:
-                    self._watch(now)
-                if now >= self.next_heartbeat:
-                    self._heartbeat(now)
-                if not self.children:
-                    if only is not None or self.stopping:
-                        break
-                    if drain and not self.claim_wanted and not self._has_queued():
-                        break
+            while self._turn(drain, only):
+                pass
             self._flush_outbox(time.monotonic(), final=True)
             return 0
         finally:
-            for child in self.children.values():
-                if child.tree is not None:
-                    child.tree.kill()
-            if self.http is not None:
-                self.http.stop()
-            self.launcher.stop()
-            try:
-                self.queue.unregister_worker(self.worker_id)
-            except QueueError:
-                pass
-            self._restore_signals()
-            self.log.info("supervisor_stopped", worker=self.worker_id, jobs=self.jobs_done,
-                          rss_mb=round(_own_rss_mb(), 2))
+            self._tear_down()
+
+    def _turn(self, drain: bool, only: Job | None) -> bool:
+        """One turn of the loop; False when it is time to stop."""
+        now = self.last_tick = time.monotonic()
+        self._handle_signals(now)
+        self._flush_outbox(now)
+        if only is None and not self.stopping:
+            self._claim(now, drain)
+        self._wait(self._timeout(time.monotonic(), drain))
+        self._read_events()
+        self._take_launcher_reports()
+        now = time.monotonic()
+        if now >= self.next_sample:
+            self._watch(now)
+        if now >= self.next_heartbeat:
+            self._heartbeat(now)
+        if self.children:
+            return True
+        if only is not None or self.stopping:
+            return False
+        return not (drain and not self.claim_wanted and not self._has_queued())
+
+    def _tear_down(self) -> None:
+        for child in self.children.values():
+            if child.tree is not None:
+                child.tree.kill()
+        if self.http is not None:
+            self.http.stop()
+        self.launcher.stop()
+        try:
+            self.queue.unregister_worker(self.worker_id)
+        except QueueError:
+            pass
+        self._restore_signals()
+        self.log.info("supervisor_stopped", worker=self.worker_id, jobs=self.jobs_done,
+                      rss_mb=round(_own_rss_mb(), 2))
 
     def _serve_http(self) -> None:
         def details() -> dict[str, Any]:
@@ -409,14 +416,7 @@ class Supervisor:
                               child.last_page),
                        self.cfg.memory.job_limit_mb, self.cfg.kernel_limit_mb)
         self.budget.learn(child.job.passes, meter.peak_uss_mb)
-        delay = backoff_delay(child.job.attempts, self.cfg.retry.backoff_base_s, self.cfg.retry.backoff_max_s,
-                              self.cfg.retry.jitter)
-        record = {"job_id": child.job.id, "attempt": child.job.attempts, "outcome": end.outcome,
-                  "peak_mb": end.peak_mb, "peak_rss_mb": end.peak_rss_mb,
-                  "seconds": round(time.monotonic() - child.started_at, 3),
-                  "start_ms": _ms(child.start_latency_s), "first_page_ms": _ms(child.first_page_s),
-                  "exit_code": end.exit_code, "signal": signal_name(end.signal) if end.signal else None,
-                  "last_page": end.last_page, "error": end.error}
+        record = _finished_record(child, end)
         self.finished.append(record)
         self.metrics.finished.labels(end.outcome).inc()
         self.metrics.duration.observe(record["seconds"])
@@ -430,18 +430,19 @@ class Supervisor:
         if self.jobs_done % 100 == 0:
             self.log.info("parent_memory", jobs=self.jobs_done, rss_mb=round(_own_rss_mb(), 2))
 
-        def write() -> str | None:
-            state = self.queue.finish(child.job.id, self.worker_id, end, delay)
-            level = "info" if end.outcome == "succeeded" else "warning"
-            if state is None:
-                self.log.warning("job_result_discarded", job_id=child.job.id, outcome=end.outcome,
-                                 reason="the lease was lost; another worker owns the job now")
-            else:
-                self.log.log(level, "job_finished", state=state, **record)
-            return state
-
-        self.outbox.put("finish", write)
+        delay = backoff_delay(child.job.attempts, self.cfg.retry.backoff_base_s, self.cfg.retry.backoff_max_s,
+                              self.cfg.retry.jitter)
+        self.outbox.put("finish", lambda: self._write_end(child.job.id, end, delay, record))
         self.claim_wanted = True
+
+    def _write_end(self, job_id: str, end: AttemptEnd, delay: float, record: dict[str, Any]) -> str | None:
+        state = self.queue.finish(job_id, self.worker_id, end, delay)
+        if state is None:
+            self.log.warning("job_result_discarded", job_id=job_id, outcome=end.outcome,
+                             reason="the lease was lost; another worker owns the job now")
+        else:
+            self.log.log("info" if end.outcome == "succeeded" else "warning", "job_finished", state=state, **record)
+        return state
 
     # -- watchdog ----------------------------------------------------------
     def _stop(self, child: Child, outcome: str, message: str, now: float, grace: float | None = None) -> None:
@@ -516,6 +517,16 @@ class Supervisor:
 
     def _queue_refused(self, what: str, exc: QueueError) -> None:
         self.log.error("queue_write_failed", action=what, error=str(exc))
+
+
+def _finished_record(child: Child, end: AttemptEnd) -> dict[str, Any]:
+    """The job_finished log record (and /metrics' recent list) of an attempt."""
+    return {"job_id": child.job.id, "attempt": child.job.attempts, "outcome": end.outcome,
+            "peak_mb": end.peak_mb, "peak_rss_mb": end.peak_rss_mb,
+            "seconds": round(time.monotonic() - child.started_at, 3),
+            "start_ms": _ms(child.start_latency_s), "first_page_ms": _ms(child.first_page_s),
+            "exit_code": end.exit_code, "signal": signal_name(end.signal) if end.signal else None,
+            "last_page": end.last_page, "error": end.error}
 
 
 def _ms(seconds: float | None) -> float | None:
