@@ -151,11 +151,11 @@ class ForkServer:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor to handle
         self.send(self.preload_modules())
         while True:
-            readable, _, _ = select.select([self.sock, self.wake_r], [], [])
+            readable, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [])
             if self.wake_r in readable:
                 drain_pipe(self.wake_r)
                 self.reap()
-            if self.sock in readable:
+            if self.sock.fileno() in readable:
                 data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
                 if not data:
                     self.shutdown()

@@ -423,7 +423,8 @@ class Supervisor:
         if end.peak_mb is not None:
             self.metrics.peak.observe(end.peak_mb)
         if child.done is not None:  # the last progress, which no heartbeat may have carried yet
-            progress = {child.job.id: (child.done, child.total, end.peak_mb)}
+            progress: dict[str, tuple[int | None, int | None, float | None]] = {
+                child.job.id: (child.done, child.total, end.peak_mb)}
             self.outbox.put("record progress", lambda: self.queue.heartbeat(
                 self.worker_id, progress, self.cfg.queue.lease_s))
         self.jobs_done += 1
@@ -463,23 +464,23 @@ class Supervisor:
     def _watch(self, now: float) -> None:
         self.next_sample = now + self.cfg.memory.watchdog_interval_ms / 1000
         cap = self.cfg.memory.job_limit_mb
-        measured = [c for c in self.children.values() if c.tree is not None]
-        for child in measured:
-            child.meter.update(child.tree.sample, now, cap)
-        if sum(c.meter.uss_mb for c in measured) > self.budget.budget_mb:  # act on readings, not estimates
-            for child in measured:
+        measured = [(c, c.tree) for c in self.children.values() if c.tree is not None]
+        for child, tree in measured:
+            child.meter.update(tree.sample, now, cap)
+        if sum(c.meter.uss_mb for c, _ in measured) > self.budget.budget_mb:  # act on readings, not estimates
+            for child, tree in measured:
                 if not child.meter.uss_exact:
-                    child.meter.update(child.tree.sample, now, cap, precise=True)
-        for child in measured:
+                    child.meter.update(tree.sample, now, cap, precise=True)
+        for child, tree in measured:
             if child.kill_at is not None and now >= child.kill_at:
-                child.tree.kill()
+                tree.kill()
                 child.kill_at = None
         running = [Running(c.job.id, c.meter.uss_mb, c.meter.uss_exact, c.meter.processes, c.started_at, c.deadline,
                            c.tree is not None, c.stop_outcome is not None) for c in self.children.values()]
         for stop in decide_stops(running, now, cap, self.cfg.workers.job_timeout_s, self.budget.budget_mb):
             self._stop(self.children[stop.job_id], stop.outcome, stop.message, now, grace=0 if stop.at_once else None)
         self.metrics.children.set(len(self.children))
-        self.metrics.children_mb.set(sum(c.meter.uss_mb for c in measured))
+        self.metrics.children_mb.set(sum(c.meter.uss_mb for c, _ in measured))
 
     # -- leases ----------------------------------------------------------
     def _heartbeat(self, now: float) -> None:

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol
+from typing import Iterable, Mapping, Protocol, Sequence
 
 from .protocol import (
     JOB_MARKER,
@@ -124,7 +124,7 @@ def _event_pipe() -> tuple[int, int]:
 class ForkServerLauncher:
     name = "forkserver"
 
-    def __init__(self, preload: list[str], child_env: dict[str, str], ready_timeout_s: float = 120.0) -> None:
+    def __init__(self, preload: Sequence[str], child_env: dict[str, str], ready_timeout_s: float = 120.0) -> None:
         self.preload = preload
         self.child_env = child_env
         self.ready_timeout_s = ready_timeout_s
@@ -282,7 +282,7 @@ class SpawnLauncher:
         self.poll()
 
 
-def make_launcher(start_method: str, preload: list[str], child_env: dict[str, str]) -> Launcher:
+def make_launcher(start_method: str, preload: Sequence[str], child_env: dict[str, str]) -> Launcher:
     if start_method == "forkserver":
         return ForkServerLauncher(preload, child_env)
     return SpawnLauncher(child_env)

@@ -160,7 +160,8 @@ def decode_message(data: bytes) -> ServerMessage:
     cls = _MESSAGE_TYPES[fields.pop("op")]
     if cls is Start:
         fields["limits"] = ChildLimits(**fields["limits"])
-    return cls(**fields)  # type: ignore[no-any-return]
+    message: ServerMessage = cls(**fields)
+    return message
 
 
 # -- Linux process plumbing ----------------------------------------------------

@@ -62,13 +62,14 @@ class ProcessTree:
         for proc in self._walk():
             try:
                 if uss:
-                    info = proc.memory_full_info()
-                    uss_bytes += info.uss
+                    full = proc.memory_full_info()
+                    uss_bytes += full.uss
+                    rss = full.rss
                 else:
-                    info = proc.memory_info()
+                    rss = proc.memory_info().rss
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
-            rss_bytes += info.rss
+            rss_bytes += rss
             count += 1
         return TreeSample(uss_bytes / MIB if uss else None, rss_bytes / MIB, count)
 
