@@ -7,6 +7,7 @@ and talks to it over a SOCK_SEQPACKET socket:
     supervisor → Start + fds [event pipe, spec memfd]
     server     → Started (job, pid)  or  Refused (job, why)
     server     → Exited (pid, wait status)    whenever a job child is reaped
+    supervisor → Ping   server → Pong          the supervisor's liveness check
 
 (the types are in docsuper.supervisor.protocol, the one module both sides share).
 
@@ -37,6 +38,8 @@ from docsuper.supervisor.protocol import (
     PR_SET_CHILD_SUBREAPER,
     Exited,
     JobSpec,
+    Ping,
+    Pong,
     Ready,
     Refused,
     ServerMessage,
@@ -162,6 +165,8 @@ class ForkServer:
                 message = decode_message(data)
                 if isinstance(message, Start):
                     self.start_job(message, fds)
+                elif isinstance(message, Ping):
+                    self.send(Pong(message.seq))
 
 
 def main() -> None:

@@ -34,10 +34,13 @@ from .logs import Logger
 from .metering import MemoryMeter
 from .outbox import Outbox
 from .outcome import Ending, classify, signal_name
-from .protocol import ChildLimits, EventReader, JobSpec, drain_pipe
+from .protocol import ChildLimits, EventReader, JobSpec, Ready, drain_pipe
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
 from .stopping import Running, decide_stops
 from .watchdog import ProcessTree
+
+RESTART_DELAY_S = 0.5  # before a replacement fork server starts; doubles while they keep dying
+MAX_RESTART_DELAY_S = 30.0
 
 # The config sections a child may see: `inputs` (any pass may fetch the job's document)
 # and one named after a pass it runs (`ocr`). Never these, whatever a pass is called.
@@ -96,6 +99,11 @@ class Supervisor:
         self.stopping = False
         self.stop_now = False
         self.shutdown_deadline = 0.0
+        self.hard_stop_at = 0.0  # past it, a stopping supervisor kills the launcher to get its children back
+        self.launcher_killed = False
+        self.launcher_up = False  # ready to launch: False while a replacement preloads
+        self.restart_delay = RESTART_DELAY_S
+        self.restart_at: float | None = None  # when to start a replacement launcher
         self.claim_wanted = True
         self.next_poll = 0.0
         self.next_sample = 0.0
@@ -126,7 +134,11 @@ class Supervisor:
             signal.signal(signum, handler)
 
     def _start_launcher(self) -> None:
-        ready = self.launcher.start()
+        self._launcher_ready(self.launcher.start())
+
+    def _launcher_ready(self, ready: Ready) -> None:
+        self.launcher_up = True
+        self.restart_delay = RESTART_DELAY_S
         if ready.failed:
             self.log.warning("preload_incomplete", failed=ready.failed)
         mine = _own_rss_mb()
@@ -169,6 +181,8 @@ class Supervisor:
     def _turn(self, drain: bool, only: Job | None) -> bool:
         """One turn of the loop; False when it is time to stop."""
         now = self.last_tick = time.monotonic()
+        if now >= self.next_heartbeat:  # first: after a stall, a lost lease stops its child before anything else
+            self._heartbeat(now)
         self._handle_signals(now)
         self._flush_outbox(now)
         if only is None and not self.stopping:
@@ -177,10 +191,10 @@ class Supervisor:
         self._read_events()
         self._take_launcher_reports()
         now = time.monotonic()
+        self._check_launcher(now)
+        self._restart_launcher(now)
         if now >= self.next_sample:
             self._watch(now)
-        if now >= self.next_heartbeat:
-            self._heartbeat(now)
         if self.children:
             return True
         if only is not None or self.stopping:
@@ -218,17 +232,22 @@ class Supervisor:
 
     def _timeout(self, now: float, drain: bool) -> float:
         moments = [self.next_sample, self.next_heartbeat]
-        if not self.stopping and len(self.children) < self.cfg.workers.concurrency:
-            moments.append(now if self.claim_wanted else self.next_poll)
-        if self.outbox:
+        if self.outbox:  # nothing is claimed while writes wait: the outbox's retry is the next moment
             moments.append(self.outbox.retry_at)
+        elif not self.stopping and len(self.children) < self.cfg.workers.concurrency:
+            moments.append(now if self.claim_wanted else self.next_poll)
         moments.extend(c.kill_at for c in self.children.values() if c.kill_at)
-        if self.stopping:
-            moments.append(self.shutdown_deadline)
+        check_at = self.launcher.next_check_at()
+        if check_at is not None:
+            moments.append(check_at)
+        if self.restart_at is not None and not self.stopping:
+            moments.append(self.restart_at)
+        if self.stopping:  # only moments still ahead: one already past would spin the loop
+            moments.extend(m for m in (self.shutdown_deadline, self.hard_stop_at) if m > now)
         return max(0.0, min(moments) - now)
 
     def _wait(self, timeout: float) -> None:
-        fds = [self._wake_r, self.launcher.fileno()]
+        fds = [self._wake_r, *self.launcher.filenos()]
         fds.extend(c.events.fd for c in self.children.values() if not c.events.closed)
         listen_fd = self.queue.wakeup_fileno()
         for warning in self.queue.pop_warnings():
@@ -255,17 +274,23 @@ class Supervisor:
             if not self.stopping:
                 self.stopping = True
                 self.shutdown_deadline = now + self.cfg.workers.shutdown_grace_s
+                self.hard_stop_at = self.shutdown_deadline + self.cfg.workers.term_grace_s + 1.0
                 self.log.info("shutdown_requested", signal=signal_name(signum), running=len(self.children),
                               grace_s=self.cfg.workers.shutdown_grace_s)
             elif not self.stop_now:
                 self.stop_now = True
                 self.log.warning("shutdown_now", signal=signal_name(signum), running=len(self.children))
+                self.hard_stop_at = now + 1.0
                 for child in self.children.values():
                     self._stop(child, "interrupted", "worker shut down at once (second signal)", now, grace=0)
         if self.stopping and now >= self.shutdown_deadline:
             for child in self.children.values():
                 if child.stop_outcome is None:
                     self._stop(child, "interrupted", "worker shut down; the job goes back to the queue", now)
+        if self.stopping and self.children and now >= self.hard_stop_at and not self.launcher_killed:
+            # Children killed under a stopped or wedged fork server are its zombies, and it
+            # would never report them: kill it, and they come back to us to be reaped.
+            self._replace_launcher("the shutdown deadline passed with children left")
 
     # -- claiming and starting -------------------------------------------
     def _has_queued(self) -> bool:
@@ -276,7 +301,7 @@ class Supervisor:
 
     def _claim(self, now: float, drain: bool) -> None:
         free = self.cfg.workers.concurrency - len(self.children)
-        if free <= 0 or not (self.claim_wanted or now >= self.next_poll) or self.outbox:
+        if not self.launcher_up or free <= 0 or not (self.claim_wanted or now >= self.next_poll) or self.outbox:
             return
         want = self.budget.room([(c.job.passes, c.meter.uss_mb) for c in self.children.values()], free)
         if want <= 0:
@@ -321,11 +346,13 @@ class Supervisor:
             self.log.error("launch_failed", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
-            self._restart_launcher()
+            if self.launcher.name == "forkserver":  # a spawn that failed takes no running job with it
+                self._replace_launcher(str(exc))
             return
         now = time.monotonic()
+        # The timeout counts from the claim: a start that hangs is part of the job's time.
         child = Child(job=job, events=EventReader(fd), claimed_at=claimed_at, started_at=now,
-                      deadline=now + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now))
+                      deadline=claimed_at + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now))
         self.children[job.id] = child
 
     def _forked(self, child: Child, pid: int) -> None:
@@ -336,13 +363,39 @@ class Supervisor:
         if child.stop_outcome is not None:  # stopped before the fork was reported
             child.tree.kill()
 
-    def _restart_launcher(self) -> None:
-        if self.launcher.name == "forkserver":
-            for child in list(self.children.values()):
-                self._finish(child, None, "the fork server died, and its children with it")
-        self.launcher.stop()
-        time.sleep(0.5)  # a server that dies at once must not spin the loop
-        self._start_launcher()
+    def _check_launcher(self, now: float) -> None:
+        problem = self.launcher.check(now)
+        if problem is not None:
+            self._replace_launcher(problem)
+
+    def _replace_launcher(self, reason: str) -> None:
+        """Kill the launcher whatever it is doing; its jobs go back to the queue without using
+        an attempt (a child that already reported its result still succeeds); start a new one."""
+        self.log.error("launcher_replaced", reason=reason, start_method=self.launcher.name,
+                       restarting=not self.stopping)
+        unstarted = set(self.launcher.kill())
+        self.launcher_killed = True
+        for child in list(self.children.values()):
+            if child.pid is None or child.job.id in unstarted:
+                child.stop_outcome, child.stop_message = "interrupted", f"never started: {reason}"
+                self._finish(child, None)
+            elif child.stop_outcome is None:
+                # Killed with the server (PDEATHSIG); its exit comes back through poll().
+                child.stop_outcome = "interrupted"
+                child.stop_message = f"the fork server was replaced ({reason}); the job goes back to the queue"
+        self.launcher_up = False
+        if not self.stopping:  # a server that dies at once is restarted after a growing delay
+            self.restart_at = time.monotonic() + self.restart_delay
+            self.restart_delay = min(self.restart_delay * 2, MAX_RESTART_DELAY_S)
+
+    def _restart_launcher(self, now: float) -> None:
+        if self.restart_at is None or now < self.restart_at or self.stopping:
+            return
+        self.restart_at = None
+        self.launcher_killed = False
+        ready = self.launcher.begin_start()  # the fork server preloads while the loop goes on
+        if ready is not None:
+            self._launcher_ready(ready)
 
     # -- events from children ----------------------------------------------
     def _read_events(self) -> None:
@@ -384,22 +437,28 @@ class Supervisor:
 
     # -- what the launcher reports: forks, refusals, exits ---------------
     def _take_launcher_reports(self) -> None:
-        try:
-            reports = self.launcher.poll()
-        except LaunchError as exc:
-            self.log.error("launcher_died", error=str(exc))
-            self._restart_launcher()
-            return
+        reports = self.launcher.poll()
+        if reports.ready is not None:
+            self._launcher_ready(reports.ready)
         for started in reports.started:
             if started.job_id in self.children:
                 self._forked(self.children[started.job_id], started.pid)
         for refused in reports.refused:
-            if refused.job_id in self.children:
-                self._finish(self.children[refused.job_id], None,
-                             f"the fork server refused to start it: {refused.message}")
+            child = self.children.get(refused.job_id)
+            if child is not None:
+                child.stop_outcome = "interrupted"
+                child.stop_message = f"the fork server refused to start it: {refused.message}"
+                self._finish(child, None)
         for exited in reports.exited:
             child = self.by_pid.pop(exited.pid, None)
             if child is not None:
+                self._finish(child, exited.status)
+        for exited in reports.orphaned:
+            child = self.by_pid.pop(exited.pid, None)
+            if child is not None:
+                if child.stop_outcome is None:  # the machinery failed, not the job
+                    child.stop_outcome = "interrupted"
+                    child.stop_message = "its fork server died; the job goes back to the queue"
                 self._finish(child, exited.status)
 
     def _finish(self, child: Child, status: int | None, no_status_reason: str | None = None) -> None:
@@ -486,10 +545,12 @@ class Supervisor:
     def _heartbeat(self, now: float) -> None:
         self.next_heartbeat = now + self.cfg.queue.heartbeat_s
         self.metrics.parent_rss_mb.set(_own_rss_mb())
-        progress = {c.job.id: (c.done, c.total, c.meter.peak_mb)
-                    for c in self.children.values() if c.stop_outcome is None}
+        # Every child holds its lease until it is reaped, those being stopped too: a lease that
+        # lapsed while a child took its grace to die would let another worker run the job beside it.
+        progress = {c.job.id: (c.done, c.total, c.meter.peak_mb) for c in self.children.values()}
         try:
             to_stop = self.queue.heartbeat(self.worker_id, progress, self.cfg.queue.lease_s)
+            self._stop_unowned(to_stop, now)  # before anything else: another worker may be running them
             self.queue.worker_seen(self.worker_id, len(self.children))
             delay = self.cfg.retry.backoff_base_s
             for job_id in self.queue.reclaim_expired(delay):
@@ -498,10 +559,18 @@ class Supervisor:
         except QueueError as exc:
             self.metrics.queue_errors.inc()
             self.log.warning("queue_unavailable", action="heartbeat", error=str(exc))
-            return
-        for child in list(self.children.values()):
-            if child.job.id in to_stop and child.stop_outcome is None:
-                self._stop(child, "cancelled", "cancelled by an operator (or its lease was taken over)", now)
+
+    def _stop_unowned(self, job_ids: set[str], now: float) -> None:
+        """Stop children whose job was cancelled (with the grace) or whose lease another worker
+        took (at once: that worker may be running the job already)."""
+        for job_id in job_ids:
+            child = self.children.get(job_id)
+            if child is None or child.stop_outcome is not None:
+                continue
+            if self.queue.get(job_id).lease_owner == self.worker_id:
+                self._stop(child, "cancelled", "cancelled by an operator", now)
+            else:
+                self._stop(child, "lost", "its lease was taken over by another worker", now, grace=0)
 
     # -- the outbox --------------------------------------------------------
     def _queue_call(self, what: str, fn: Callable[[], Any]) -> None:

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence
 
@@ -29,8 +30,11 @@ from .protocol import (
     ChildLimits,
     Exited,
     JobSpec,
+    Ping,
+    Pong,
     Ready,
     Refused,
+    ServerMessage,
     Start,
     Started,
     decode_message,
@@ -81,28 +85,44 @@ class LaunchError(Exception):
 
 @dataclass
 class Reports:
+    ready: Ready | None = None  # a launcher started with begin_start() is ready now
     started: list[Started] = field(default_factory=list)
     exited: list[Exited] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
+    # Job children whose fork server died before them, reaped by the supervisor (a subreaper).
+    orphaned: list[Exited] = field(default_factory=list)
 
 
 class Launcher(Protocol):
     name: str
 
     def start(self) -> Ready:
-        """Get ready to launch (preload, for the fork server). LaunchError when it cannot."""
+        """Get ready to launch (preload, for the fork server), waiting. LaunchError when it cannot."""
 
-    def fileno(self) -> int:
+    def begin_start(self) -> Ready | None:
+        """Start again without waiting: the Ready comes from poll() (None), or at once."""
+
+    def filenos(self) -> list[int]:
         """Readable when poll() has something to report."""
 
     def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
         """Start a child for `spec`; returns the read end of its event pipe. Its pid comes as a Started report."""
 
     def poll(self) -> Reports:
-        """What happened since the last call. LaunchError when the launcher itself is gone."""
+        """What happened since the last call (a launcher that died says so through check())."""
 
     def on_sigchld(self) -> None:
         """The supervisor received SIGCHLD."""
+
+    def check(self, now: float) -> str | None:
+        """Why the launcher must be replaced (it stopped answering), or None."""
+
+    def next_check_at(self) -> float | None:
+        """When check() may next have something to say (for the loop's select timeout)."""
+
+    def kill(self) -> list[str]:
+        """Kill the launcher at once, whatever state it is in. Returns the jobs it had not
+        started; the exits of those it had started still come through poll()."""
 
     def stop(self) -> None:
         """Kill whatever children are left and release the launcher."""
@@ -122,7 +142,14 @@ def _event_pipe() -> tuple[int, int]:
 
 
 class ForkServerLauncher:
+    """The fork server, supervised: a start it does not acknowledge within ACK_TIMEOUT_S,
+    or a Ping it does not answer, gets it killed and replaced. The supervisor is a child
+    subreaper, so when the server dies its job children (killed by their PDEATHSIG, or
+    exited already) come back to it and are reaped here with their real wait status."""
+
     name = "forkserver"
+    ACK_TIMEOUT_S = 5.0
+    PING_EVERY_S = 2.0
 
     def __init__(self, preload: Sequence[str], child_env: dict[str, str], ready_timeout_s: float = 120.0) -> None:
         self.preload = preload
@@ -130,8 +157,38 @@ class ForkServerLauncher:
         self.ready_timeout_s = ready_timeout_s
         self.sock: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self._jobs: dict[int, str] = {}  # started job children: pid -> job id
+        self._unacked: dict[str, float] = {}  # job id -> when its Start was sent
+        self._ping: tuple[int, float] | None = None  # (seq, sent at) of the Ping awaiting its Pong
+        self._ping_seq = 0
+        self._next_ping = 0.0
+        self._gone = False  # the server closed its end: it died
+        self._starting_since: float | None = None  # begin_start() and no Ready yet
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def start(self) -> Ready:
+        self._spawn()
+        message = self._receive(timeout=self.ready_timeout_s)
+        if not isinstance(message, Ready):
+            raise LaunchError(f"fork server did not start: {message}")
+        return self._on_ready(message)
+
+    def begin_start(self) -> Ready | None:
+        self._spawn()
+        self._starting_since = time.monotonic()
+        return None
+
+    def _on_ready(self, message: Ready) -> Ready:
+        self._starting_since = None
+        if message.threads > 1:
+            self.stop()
+            culprits = [f"{name} ({why})" for name, why in message.failed.items()]
+            raise LaunchError("the fork server would have to fork with threads running: remove "
+                              f"{', '.join(culprits) or 'the module that starts one'} from workers.preload")
+        return message
+
+    def _spawn(self) -> None:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # a dead server's children come back to us, not to init
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "docsuper.passes.forkserver", str(theirs.fileno()), str(os.getpid()),
@@ -140,15 +197,9 @@ class ForkServerLauncher:
         )
         theirs.close()
         self.sock = ours
-        message = self._receive(timeout=self.ready_timeout_s)
-        if not isinstance(message, Ready):
-            raise LaunchError(f"fork server did not start: {message}")
-        if message.threads > 1:
-            self.stop()
-            culprits = [f"{name} ({why})" for name, why in message.failed.items()]
-            raise LaunchError("the fork server would have to fork with threads running: remove "
-                              f"{', '.join(culprits) or 'the module that starts one'} from workers.preload")
-        return message
+        self.sock.setblocking(False)
+        self._ping = None
+        self._gone = False
 
     def _receive(self, timeout: float | None) -> object:
         assert self.sock is not None
@@ -156,50 +207,126 @@ class ForkServerLauncher:
         try:
             data = self.sock.recv(65536)
         except socket.timeout:
+            self.kill()
             raise LaunchError("fork server did not answer in time") from None
         finally:
-            self.sock.setblocking(False)
+            if self.sock is not None:
+                self.sock.setblocking(False)
         if not data:
             raise LaunchError(f"fork server exited (code {self.process.poll() if self.process else '?'})")
         return decode_message(data)
 
-    def fileno(self) -> int:
-        assert self.sock is not None
-        return self.sock.fileno()
+    def filenos(self) -> list[int]:
+        return [self._wake_r] + ([self.sock.fileno()] if self.sock is not None else [])
+
+    def _send(self, message: ServerMessage, fds: list[int] | None = None) -> None:
+        if self.sock is None:
+            raise LaunchError("the fork server is gone")
+        try:
+            socket.send_fds(self.sock, [encode_message(message)], fds or [])
+        except OSError as exc:
+            raise LaunchError(f"cannot reach the fork server: {exc}") from None
 
     def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
-        assert self.sock is not None
         read_fd, write_fd = _event_pipe()
         spec_fd = _spec_memfd(spec)
         try:
-            socket.send_fds(self.sock, [encode_message(Start(spec.job_id, limits))], [write_fd, spec_fd])
-        except OSError as exc:
+            self._send(Start(spec.job_id, limits), [write_fd, spec_fd])
+        except LaunchError:
             os.close(read_fd)
-            raise LaunchError(f"cannot reach the fork server: {exc}") from None
+            raise
         finally:
             os.close(write_fd)
             os.close(spec_fd)
+        self._unacked[spec.job_id] = time.monotonic()
         return read_fd
 
     def poll(self) -> Reports:
+        drain_pipe(self._wake_r)
         reports = Reports()
-        while True:
+        while self.sock is not None:
             try:
-                data = self.sock.recv(65536) if self.sock else b""
+                data = self.sock.recv(65536)
             except BlockingIOError:
-                return reports
+                break
             if not data:
-                raise LaunchError("the fork server exited; its children died with it")
+                self._gone = True  # check() reports it, after the reports read so far are handled
+                break
             message = decode_message(data)
             if isinstance(message, Started):
+                self._unacked.pop(message.job_id, None)
+                self._jobs[message.pid] = message.job_id
                 reports.started.append(message)
             elif isinstance(message, Exited):
+                self._jobs.pop(message.pid, None)
                 reports.exited.append(message)
             elif isinstance(message, Refused):
+                self._unacked.pop(message.job_id, None)
                 reports.refused.append(message)
+            elif isinstance(message, Pong) and self._ping is not None and message.seq == self._ping[0]:
+                self._ping = None
+            elif isinstance(message, Ready):
+                reports.ready = self._on_ready(message)
+        # After the server's own reports: a job child reparented to us means its server died.
+        reports.orphaned = [Exited(p, s) for p, s in reap_jobs(self._jobs)]
+        return reports
 
     def on_sigchld(self) -> None:
-        pass  # the fork server reaps its own children and reports them
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def check(self, now: float) -> str | None:
+        if self.sock is None:
+            return None
+        if self._gone:
+            return "the fork server exited"
+        if self._starting_since is not None:
+            if now - self._starting_since > self.ready_timeout_s:
+                return f"the fork server did not finish preloading within {self.ready_timeout_s:g} s"
+            return None
+        late = [job_id for job_id, sent in self._unacked.items() if now - sent > self.ACK_TIMEOUT_S]
+        if late:
+            return f"the fork server did not acknowledge a start within {self.ACK_TIMEOUT_S:g} s"
+        if self._ping is not None and now - self._ping[1] > self.ACK_TIMEOUT_S:
+            return f"the fork server did not answer a ping within {self.ACK_TIMEOUT_S:g} s"
+        if self._ping is None and (self._jobs or self._unacked) and now >= self._next_ping:
+            self._ping_seq += 1
+            self._ping = (self._ping_seq, now)
+            self._next_ping = now + self.PING_EVERY_S
+            try:
+                self._send(Ping(self._ping_seq))
+            except LaunchError as exc:
+                return str(exc)
+        return None
+
+    def next_check_at(self) -> float | None:
+        if self._gone:
+            return time.monotonic()
+        if self._starting_since is not None:
+            return self._starting_since + self.ready_timeout_s
+        moments = [sent + self.ACK_TIMEOUT_S for sent in self._unacked.values()]
+        if self._ping is not None:
+            moments.append(self._ping[1] + self.ACK_TIMEOUT_S)
+        elif self._jobs or self._unacked:
+            moments.append(self._next_ping)
+        return min(moments) if moments and self.sock is not None else None
+
+    def kill(self) -> list[str]:
+        if self.process is not None:
+            try:
+                self.process.kill()  # SIGKILL works on a stopped process too
+            except OSError:
+                pass
+            self.process = None  # reaped by poll()'s reap_jobs with the orphans
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        unstarted, self._unacked = list(self._unacked), {}
+        self._ping = None
+        self._starting_since = None
+        return unstarted
 
     def stop(self) -> None:
         if self.sock is not None:
@@ -207,11 +334,17 @@ class ForkServerLauncher:
             self.sock = None
         if self.process is not None:
             try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:  # stopped or wedged: it goes anyway
                 self.process.kill()
                 self.process.wait()
             self.process = None
+        for pid in list(self._jobs):  # children of a server killed earlier, if any are left
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        reap_jobs(self._jobs)
 
 
 class SpawnLauncher:
@@ -231,11 +364,28 @@ class SpawnLauncher:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         return Ready(pid=os.getpid(), preloaded=[], failed={})
 
-    def fileno(self) -> int:
-        return self._wake_r
+    def begin_start(self) -> Ready | None:
+        return self.start()
+
+    def filenos(self) -> list[int]:
+        return [self._wake_r]
 
     def on_sigchld(self) -> None:
         self._wake()
+
+    def check(self, now: float) -> str | None:
+        return None  # nothing between the supervisor and its children to stop answering
+
+    def next_check_at(self) -> float | None:
+        return None
+
+    def kill(self) -> list[str]:
+        for pid in list(self._jobs):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return []
 
     def _wake(self) -> None:
         try:

@@ -53,10 +53,10 @@ def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> Att
                      peak_mb=round(ending.peak_uss_mb, 1) if ending.peak_uss_mb is not None else None,
                      peak_rss_mb=round(ending.peak_rss_mb, 1) if ending.peak_rss_mb else None,
                      last_page=ending.last_page)
-    if ending.stop_outcome is not None:
-        end.outcome, end.error = ending.stop_outcome, ending.stop_message
-    elif ending.result is not None and exit_code == 0:
+    if ending.result is not None and exit_code == 0:  # a result beats any later decision to stop it
         end.outcome, end.result = "succeeded", ending.result
+    elif ending.stop_outcome is not None:
+        end.outcome, end.error = ending.stop_outcome, ending.stop_message
     elif ending.failure is not None:
         end.outcome = ending.failure.get("outcome", "error")
         end.error = ending.failure.get("message")

@@ -15,8 +15,8 @@ Standard library only, so `docsuper.passes` never pulls in the supervisor. It ho
 
   A child that exits without a result or failure line, or dies by a signal, is
   `crashed` (or `oom`/`timeout` when the watchdog killed it);
-- the fork server's messages (Ready, Start, Started, Refused, Exited), one per
-  SOCK_SEQPACKET datagram;
+- the fork server's messages (Ready, Start, Started, Refused, Exited, Ping, Pong),
+  one per SOCK_SEQPACKET datagram;
 - the job marker and the Linux process plumbing both sides use (prctl, reaping a
   job's children and the orphans it left). Memory figures everywhere are MiB.
 """
@@ -147,8 +147,21 @@ class Exited:
     status: int  # wait status
 
 
-ServerMessage = Union[Ready, Start, Started, Refused, Exited]
-_MESSAGE_TYPES: dict[str, type] = {cls.__name__.lower(): cls for cls in (Ready, Start, Started, Refused, Exited)}
+@dataclass(frozen=True)
+class Ping:
+    """Parent → server: are you there? The server answers Pong at once (its liveness check)."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Pong:
+    seq: int
+
+
+ServerMessage = Union[Ready, Start, Started, Refused, Exited, Ping, Pong]
+_MESSAGE_TYPES: dict[str, type] = {cls.__name__.lower(): cls
+                                   for cls in (Ready, Start, Started, Refused, Exited, Ping, Pong)}
 
 
 def encode_message(message: ServerMessage) -> bytes:

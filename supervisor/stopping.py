@@ -35,9 +35,9 @@ def decide_stops(children: Sequence[Running], now: float, job_limit_mb: float, j
                  budget_mb: float) -> list[Stop]:
     stops: list[Stop] = []
     for child in children:
-        if child.stopping or not child.measured:
+        if child.stopping:
             continue
-        if child.uss_exact and child.uss_mb > job_limit_mb:
+        if child.measured and child.uss_exact and child.uss_mb > job_limit_mb:
             stops.append(Stop(child.job_id, "oom", f"used {child.uss_mb:.0f} MB (USS of {child.processes} "
                                                    f"processes), over its {job_limit_mb:g} MB cap", True))
         elif now >= child.deadline:

@@ -55,6 +55,15 @@ def test_a_stop_the_supervisor_decided_wins_over_what_the_child_said():
     assert (end.outcome, end.error, end.signal) == ("timeout", "ran longer than 2 s", signal.SIGTERM)
 
 
+def test_a_result_and_exit_0_beats_a_later_stop_decision():
+    end = classify(Ending(exited(0), result={"noop": {}}, stop_outcome="timeout", stop_message="too long"),
+                   CAP, KERNEL)
+    assert (end.outcome, end.error) == ("succeeded", None)
+    killed_after = classify(Ending(killed(signal.SIGKILL), result={}, stop_outcome="timeout",
+                                   stop_message="too long"), CAP, KERNEL)
+    assert killed_after.outcome == "timeout"
+
+
 def test_no_status_is_a_crash_with_the_reason():
     end = classify(Ending(None, no_status_reason="the fork server died"), CAP, KERNEL)
     assert (end.outcome, end.error, end.exit_code, end.signal) == ("crashed", "the fork server died", None, None)

@@ -31,8 +31,12 @@ def test_past_the_deadline_is_a_timeout_with_grace():
     assert decide([child("a", deadline=1.0)]) == [Stop("a", "timeout", "ran longer than 30 s", False)]
 
 
-def test_children_already_stopping_or_not_yet_forked_are_left_alone():
-    assert decide([child("a", uss=999, stopping=True), child("b", deadline=0, measured=False)]) == []
+def test_children_already_stopping_are_left_alone():
+    assert decide([child("a", uss=999, stopping=True, deadline=0)]) == []
+
+
+def test_the_deadline_holds_for_a_child_whose_fork_was_never_reported():
+    assert decide([child("a", deadline=0, measured=False)]) == [Stop("a", "timeout", "ran longer than 30 s", False)]
 
 
 def test_over_budget_the_youngest_is_preempted():
