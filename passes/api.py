@@ -83,14 +83,16 @@ class PassContext:
         self.pass_name = ""
         self.results: dict[str, Any] = {}  # summaries of the passes that ran before, by name
         self._event_fd = event_fd
-        self._workdir = workdir
+        self._workdir = workdir or (Path(spec.workdir) if spec.workdir else None)
+        self.owns_workdir = False  # True when the child made it (no parent gave one): it removes it
         self._pages: dict[str, dict[int, dict[str, Any]]] = {}
 
     @property
     def workdir(self) -> Path:
-        """A private temporary directory, removed when the child exits."""
+        """A private directory for this attempt, removed with the job whatever ends it."""
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix=f"docsuper-{self.job_id[:8]}-"))
+            self.owns_workdir = True
         return self._workdir
 
     def section(self, name: str) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def run_job(spec: JobSpec, event_fd: int) -> int:
         outcome = "oom" if is_allocation_failure(str(exc)) else "error"
         ctx.emit(_failure(outcome, f"{type(exc).__name__} in pass {ctx.pass_name!r}: {exc}", exc))
     finally:
-        if ctx._workdir is not None:
+        if ctx.owns_workdir and ctx._workdir is not None:
             shutil.rmtree(ctx._workdir, ignore_errors=True)
     return 1
 

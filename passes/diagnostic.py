@@ -47,7 +47,12 @@ def alloc(ctx: PassContext) -> dict[str, Any]:
 
 
 def sleep(ctx: PassContext) -> dict[str, Any]:
+    """Sleep `sleep_s`; with `fill_mb`, first write that much into the work directory, as a
+    download would."""
     seconds = float(ctx.options.get("sleep_s", 1.0))
+    if ctx.options.get("fill_mb"):
+        (ctx.workdir / "source").write_bytes(b"\0" * int(float(ctx.options["fill_mb"]) * (1 << 20)))
+        ctx.progress(0, None, workdir=str(ctx.workdir))
     time.sleep(seconds)
     return {"slept_s": seconds}
 

@@ -178,6 +178,8 @@ class WorkersConfig(Section):
     job_timeout_s: float = setting(1800.0, min=0.1, max=7 * 86400, help="wall-clock limit of one attempt")
     term_grace_s: float = setting(3.0, min=0.0, max=600, help="SIGTERM to SIGKILL grace when stopping a child")
     shutdown_grace_s: float = setting(25.0, min=0.0, max=3600, help="how long running jobs may finish after SIGTERM")
+    work_dir: str = setting("", help="root of the jobs' work directories (downloads, scratch); "
+                                     "empty: docsuper under the system temp directory")
     start_method: str = setting("forkserver", choices=("forkserver", "spawn"),
                                 help="forkserver: fork from a preloaded zygote; spawn: fresh interpreter per job")
     preload: tuple[str, ...] = setting(("numpy", "cv2", "pymupdf", "tesserocr", "docsuper.passes.ocr"),

@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +39,7 @@ from .protocol import ChildLimits, EventReader, JobSpec, Ready, drain_pipe
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
 from .stopping import Running, decide_stops
 from .watchdog import ProcessTree
+from .workdirs import WorkDirs, remove
 
 RESTART_DELAY_S = 0.5  # before a replacement fork server starts; doubles while they keep dying
 MAX_RESTART_DELAY_S = 30.0
@@ -68,6 +70,7 @@ class Child:
     started_at: float
     deadline: float
     meter: MemoryMeter
+    workdir: Path | None = None
     pid: int | None = None  # None until the fork server reports the fork
     tree: ProcessTree | None = None
     done: int | None = None
@@ -92,6 +95,7 @@ class Supervisor:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.launcher = make_launcher(config.workers.start_method, config.workers.preload,
                                       child_environment(child_env_names(config)))
+        self.workdirs = WorkDirs(config.workers.work_dir)
         self.children: dict[str, Child] = {}  # by job id
         self.by_pid: dict[int, Child] = {}
         self.outbox = Outbox(self._queue_unavailable, self._queue_refused)
@@ -163,6 +167,8 @@ class Supervisor:
         """Run until stopped (or, with `drain`, until no work is left; with `only`, until that job ends)."""
         self._install_signals()
         try:
+            for gone in self.workdirs.open():
+                self.log.info("workdir_removed", path=str(gone), reason="its worker is gone")
             self._start_launcher()
             self._register()
             self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
@@ -208,6 +214,7 @@ class Supervisor:
         if self.http is not None:
             self.http.stop()
         self.launcher.stop()
+        self.workdirs.close()
         try:
             self.queue.unregister_worker(self.worker_id)
         except QueueError:
@@ -338,11 +345,13 @@ class Supervisor:
             end = AttemptEnd("interrupted", error=f"could not read its stored pages: {exc}")
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
             return
+        workdir = self.workdirs.for_job(job.id, job.attempts)
         try:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options,
-                           child_config(self._config, job.passes), resume)
+                           child_config(self._config, job.passes), resume, str(workdir))
             fd = self.launcher.launch(spec, self.limits)
         except LaunchError as exc:
+            remove(workdir)
             self.log.error("launch_failed", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
@@ -352,7 +361,8 @@ class Supervisor:
         now = time.monotonic()
         # The timeout counts from the claim: a start that hangs is part of the job's time.
         child = Child(job=job, events=EventReader(fd), claimed_at=claimed_at, started_at=now,
-                      deadline=claimed_at + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now))
+                      deadline=claimed_at + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now),
+                      workdir=workdir)
         self.children[job.id] = child
 
     def _forked(self, child: Child, pid: int) -> None:
@@ -469,6 +479,7 @@ class Supervisor:
         os.close(child.events.fd)
         if child.tree is not None:
             child.tree.kill()  # anything the job left running goes with it
+        remove(child.workdir)  # and anything it left on disk
         meter = child.meter
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,

@@ -48,6 +48,7 @@ class JobSpec:
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # only the sections its passes use
     # Per-page results stored by earlier attempts, {pass: {page: result}}: a retry resumes after them.
     resume: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    workdir: str | None = None  # the job's private directory, made and removed by the parent
 
     def to_json(self) -> str:
         # Not dataclasses.asdict: it deep-copies every resumed page for every job.

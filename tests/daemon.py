@@ -50,6 +50,7 @@ class Env:
         self.vars["DOCSUPER_CONFIG"] = str(root / "none.toml")
         (root / "none.toml").write_text("")
         self.vars[PRELOAD] = LIGHT_PRELOAD
+        self.vars["DOCSUPER_WORKERS_WORK_DIR"] = str(root / "work")
         self.preload_chosen = False
         self.set(**overrides)
 

@@ -153,3 +153,42 @@ def test_no_busy_loop_idle_with_a_stopped_fork_server_or_during_shutdown(env: En
     assert idle < 0.2 and stopped < 0.2 and during_shutdown < 0.3, (idle, stopped, during_shutdown)
     job, attempts = attempts_of(env, job_id)
     assert job.status == "queued" and {a.outcome for a in attempts} == {"interrupted"}
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.mark.parametrize("options, outcome", [
+    ({"sleep_s": 60}, "timeout"),
+    ({"sleep_s": 0}, "succeeded"),
+])
+def test_a_jobs_work_directory_goes_with_the_job_whatever_ended_it(env: Env, options, outcome):
+    env.set(DOCSUPER_WORKERS_JOB_TIMEOUT_S="1.5", DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    [job_id] = env.submit("sleep", fill_mb=2, **options)
+    records = env.drain()
+    job, [attempt] = attempts_of(env, job_id)
+    assert attempt.outcome == outcome
+    assert leftovers(env.root / "work") == []
+    assert not [r for r in records if r["event"] == "workdir_removed"]
+
+
+def test_a_daemon_starting_removes_the_work_directories_of_dead_workers(env: Env):
+    [job_id] = env.submit("sleep", sleep_s=60, fill_mb=2)
+    first = start_ready(env)
+    child = wait_for(lambda: job_children(first.pid), what="a running child")[0]
+    wait_for(lambda: list((env.root / "work").rglob("source")), what="the job's file on disk")
+    [left] = [p.parent.parent for p in (env.root / "work").rglob("source")]
+    first.kill()
+    first.communicate(timeout=30)
+    wait_for(lambda: not psutil.pid_exists(child.pid), what="the child to die with its parent")
+    assert left.exists()  # SIGKILL: nobody could clean up
+    second = start_ready(env)
+    try:
+        assert not left.exists()
+        assert [p.parent for p in (env.root / "work").glob("*/.lock")] != [left]
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+    assert leftovers(env.root / "work") == []
+    del job_id

@@ -1,0 +1,86 @@
+"""Work directories: one root, a directory per worker, one per job attempt; nothing left behind.
+
+    <root>/<pid>-<random>/.lock          held (flock) by the worker for as long as it lives
+    <root>/<pid>-<random>/<job>-<attempt>/   a job's private directory (downloads, scratch)
+
+The parent creates a job's directory before it starts the child and removes it when
+it reaps the job, whatever ended it (a SIGKILL, a timeout, an oom kill, a shutdown):
+a worker that keeps killing jobs must not fill its disk. A worker's lock is released
+by the kernel when the worker dies, however it dies, so a daemon starting on the host
+removes the directories of workers whose lock it can take: they are gone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+LOCK = ".lock"
+
+
+def default_root() -> Path:
+    return Path(tempfile.gettempdir()) / "docsuper"
+
+
+def _take_lock(path: Path) -> int | None:
+    """An exclusive flock on `path` (created if needed), or None when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class WorkDirs:
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = Path(root) if root else default_root()
+        self.mine: Path | None = None
+        self._lock_fd: int | None = None
+
+    def open(self) -> list[Path]:
+        """Make this worker's directory and lock it; remove those of workers that are gone."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        removed = self.sweep()
+        self.mine = self.root / f"{os.getpid()}-{os.urandom(3).hex()}"
+        self.mine.mkdir(mode=0o700)
+        self._lock_fd = _take_lock(self.mine / LOCK)
+        return removed
+
+    def sweep(self) -> list[Path]:
+        """Remove the directories of workers that no longer hold their lock."""
+        removed = []
+        for entry in self.root.iterdir():
+            if not entry.is_dir() or entry == self.mine:
+                continue
+            fd = _take_lock(entry / LOCK) if (entry / LOCK).exists() else -1
+            if fd is None:
+                continue  # a live worker's
+            shutil.rmtree(entry, ignore_errors=True)
+            if fd >= 0:
+                os.close(fd)
+            removed.append(entry)
+        return removed
+
+    def for_job(self, job_id: str, attempt: int) -> Path:
+        assert self.mine is not None, "open() first"
+        path = self.mine / f"{job_id}-{attempt}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def close(self) -> None:
+        if self.mine is not None:
+            shutil.rmtree(self.mine, ignore_errors=True)
+            self.mine = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def remove(path: str | Path | None) -> None:
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
