@@ -19,8 +19,8 @@ import signal
 import socket
 import time
 from collections import deque
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import psutil
@@ -37,6 +37,7 @@ from .outbox import Outbox
 from .outcome import Ending, classify, signal_name
 from .protocol import ChildLimits, EventReader, JobSpec, Ready, drain_pipe
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
+from .redact import redact
 from .stopping import Running, decide_stops
 from .watchdog import ProcessTree
 from .workdirs import WorkDirs, remove
@@ -172,7 +173,7 @@ class Supervisor:
             self._start_launcher()
             self._register()
             self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
-                          queue=_redact(self.queue.url), drain=drain)
+                          queue=redact(self.queue.url), drain=drain)
             if only is not None:
                 self._start_child(only, time.monotonic())
             elif self.cfg.http.port:
@@ -616,12 +617,3 @@ def _ms(seconds: float | None) -> float | None:
 
 def _own_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
-
-
-def _redact(url: str) -> str:
-    """The queue URL without its password, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
