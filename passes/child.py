@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Any
 
-from docsuper.supervisor.protocol import JOB_MARKER, PR_SET_PDEATHSIG, ChildLimits, JobSpec, prctl
+from docsuper.supervisor.protocol import JOB_MARKER, PR_SET_PDEATHSIG, ChildLimits, JobSpec, join_cgroup, prctl
 
 from .api import InvalidInput, PassContext, UnknownPass, find_pass, is_allocation_failure, peak_rss_mb
 
@@ -29,7 +29,10 @@ def die_with_parent(expected_parent: int, signum: int = signal.SIGKILL) -> None:
 
 
 def apply_limits(limits: ChildLimits) -> None:
-    """Kernel limits for this child. RLIMIT_DATA, not RLIMIT_AS: see docs/memory.md."""
+    """Kernel limits for this child: its job's cgroup first (everything it starts is inside),
+    then RLIMIT_DATA, not RLIMIT_AS: see docs/memory.md."""
+    if limits.cgroup:
+        join_cgroup(limits.cgroup)
     data_bytes = int(limits.kernel_limit_mb * 1024 * 1024)
     resource.setrlimit(resource.RLIMIT_DATA, (data_bytes, data_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -75,11 +78,12 @@ def run_job(spec: JobSpec, event_fd: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of a spawned child: `python -m docsuper.passes.child SPEC_FD EVENT_FD PARENT_PID LIMITS_MB`."""
+    """Entry point of a spawned child: `python -m docsuper.passes.child SPEC_FD EVENT_FD PARENT_PID LIMITS_MB [CGROUP]`."""
     args = sys.argv[1:] if argv is None else argv
-    spec_fd, event_fd, parent_pid, kernel_limit_mb = (int(a) for a in args)
+    spec_fd, event_fd, parent_pid, kernel_limit_mb = (int(a) for a in args[:4])
+    cgroup = args[4] if len(args) > 4 else ""
     die_with_parent(parent_pid)
-    apply_limits(ChildLimits(kernel_limit_mb))
+    apply_limits(ChildLimits(kernel_limit_mb, cgroup or None))
     stdout_to_stderr()
     with os.fdopen(spec_fd, "rb") as fh:
         spec = JobSpec.from_json(fh.read())

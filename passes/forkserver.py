@@ -46,8 +46,10 @@ from docsuper.supervisor.protocol import (
     Start,
     Started,
     decode_message,
+    children_of,
     drain_pipe,
     encode_message,
+    kill_cgroup,
     prctl,
     reap_jobs,
 )
@@ -61,11 +63,21 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        for child_pid in children_of(frontier.pop()):
+            found.append(child_pid)
+            frontier.append(child_pid)
+    return found
+
+
 class ForkServer:
     def __init__(self, sock: socket.socket, preload: list[str]) -> None:
         self.sock = sock
         self.preload = preload
         self.jobs: dict[int, str] = {}  # live job children: pid -> job id
+        self.cgroups: dict[int, str] = {}  # their cgroups, where the box gives each job one
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, message: ServerMessage) -> None:
@@ -97,7 +109,15 @@ class ForkServer:
         return Ready(os.getpid(), loaded, failed, _threads(), round(time.monotonic() - started, 3))
 
     def shutdown(self, *_: object) -> None:
+        """The supervisor is gone: kill every job, all it started included (its cgroup, else its tree)."""
         for pid in list(self.jobs):
+            if pid in self.cgroups:
+                kill_cgroup(self.cgroups[pid])
+            for descendant in _descendants(pid):
+                try:
+                    os.kill(descendant, signal.SIGKILL)
+                except OSError:
+                    pass
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
@@ -106,6 +126,7 @@ class ForkServer:
 
     def reap(self) -> None:
         for pid, status in reap_jobs(self.jobs):
+            self.cgroups.pop(pid, None)
             self.send(Exited(pid, status))
 
     def start_job(self, message: Start, fds: list[int]) -> None:
@@ -122,6 +143,8 @@ class ForkServer:
         os.close(event_fd)
         os.close(spec_fd)
         self.jobs[pid] = message.job_id
+        if message.limits.cgroup:
+            self.cgroups[pid] = message.limits.cgroup
         self.send(Started(message.job_id, pid))
 
     def _become_child(self, message: Start, server_pid: int, event_fd: int, spec_fd: int) -> None:

@@ -35,10 +35,11 @@ from .logs import Logger
 from .metering import MemoryMeter
 from .outbox import Outbox
 from .outcome import Ending, classify, signal_name
-from .protocol import ChildLimits, EventReader, JobSpec, Ready, drain_pipe
+from .protocol import WORKER_MARKER, ChildLimits, EventReader, JobSpec, Ready, drain_pipe
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
 from .redact import redact
 from .stopping import Running, decide_stops
+from .containment import JobCgroups, kill_marked
 from .watchdog import ProcessTree
 from .workdirs import WorkDirs, remove
 
@@ -72,6 +73,7 @@ class Child:
     deadline: float
     meter: MemoryMeter
     workdir: Path | None = None
+    cgroup: str | None = None  # its own cgroup, where the box gives each job one
     pid: int | None = None  # None until the fork server reports the fork
     tree: ProcessTree | None = None
     done: int | None = None
@@ -93,10 +95,15 @@ class Supervisor:
         self.queue = queue
         self.log = logger or Logger(config.log.level, config.log.format)
         self.on_event = on_event
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self.launcher = make_launcher(config.workers.start_method, config.workers.preload,
-                                      child_environment(child_env_names(config)))
-        self.workdirs = WorkDirs(config.workers.work_dir)
+        tag = os.urandom(3).hex()
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{tag}"
+        # Its name on the host: its work directory, its cgroups, the marker its children carry.
+        self.worker_name = f"{os.getpid()}-{tag}"
+        child_env = child_environment(child_env_names(config))
+        child_env[WORKER_MARKER] = self.worker_name
+        self.launcher = make_launcher(config.workers.start_method, config.workers.preload, child_env)
+        self.workdirs = WorkDirs(config.workers.work_dir, self.worker_name)
+        self.cgroups = JobCgroups(self.worker_name)
         self.children: dict[str, Child] = {}  # by job id
         self.by_pid: dict[int, Child] = {}
         self.outbox = Outbox(self._queue_unavailable, self._queue_refused)
@@ -116,7 +123,6 @@ class Supervisor:
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
-        self.limits = ChildLimits(config.kernel_limit_mb)
         self._config = config.as_dict()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._previous_handlers: dict[int, Any] = {}
@@ -140,6 +146,18 @@ class Supervisor:
 
     def _start_launcher(self) -> None:
         self._launcher_ready(self.launcher.start())
+
+    def _sweep_gone_workers(self) -> None:
+        """Kill the processes, and remove the work directories, that workers on this host left
+        when they died (a killed parent cannot clean up after itself)."""
+        gone = self.workdirs.gone_workers()
+        in_cgroups = self.cgroups.sweep(gone)  # also those whose work root was another
+        killed = kill_marked(gone)
+        removed = self.workdirs.remove_gone()
+        if not (gone or in_cgroups):
+            return
+        self.log.warning("gone_workers_swept", workers=gone, processes_killed=len(killed),
+                         cgroup_processes_killed=in_cgroups, workdirs_removed=[str(p) for p in removed])
 
     def _launcher_ready(self, ready: Ready) -> None:
         self.launcher_up = True
@@ -168,11 +186,13 @@ class Supervisor:
         """Run until stopped (or, with `drain`, until no work is left; with `only`, until that job ends)."""
         self._install_signals()
         try:
-            for gone in self.workdirs.open():
-                self.log.info("workdir_removed", path=str(gone), reason="its worker is gone")
+            self.workdirs.open()
+            self.cgroups.open()
+            self._sweep_gone_workers()
             self._start_launcher()
             self._register()
             self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
+                          containment=self.cgroups.kind, containment_note=self.cgroups.problem,
                           queue=redact(self.queue.url), drain=drain)
             if only is not None:
                 self._start_child(only, time.monotonic())
@@ -216,6 +236,7 @@ class Supervisor:
             self.http.stop()
         self.launcher.stop()
         self.workdirs.close()
+        self.cgroups.close()
         try:
             self.queue.unregister_worker(self.worker_id)
         except QueueError:
@@ -347,12 +368,14 @@ class Supervisor:
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
             return
         workdir = self.workdirs.for_job(job.id, job.attempts)
+        cgroup = self.cgroups.create(job.id, job.attempts)
         try:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options,
                            child_config(self._config, job.passes), resume, str(workdir))
-            fd = self.launcher.launch(spec, self.limits)
+            fd = self.launcher.launch(spec, ChildLimits(self.cfg.kernel_limit_mb, cgroup))
         except LaunchError as exc:
             remove(workdir)
+            self.cgroups.kill(cgroup)
             self.log.error("launch_failed", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
@@ -363,7 +386,7 @@ class Supervisor:
         # The timeout counts from the claim: a start that hangs is part of the job's time.
         child = Child(job=job, events=EventReader(fd), claimed_at=claimed_at, started_at=now,
                       deadline=claimed_at + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now),
-                      workdir=workdir)
+                      workdir=workdir, cgroup=cgroup)
         self.children[job.id] = child
 
     def _forked(self, child: Child, pid: int) -> None:
@@ -480,6 +503,7 @@ class Supervisor:
         os.close(child.events.fd)
         if child.tree is not None:
             child.tree.kill()  # anything the job left running goes with it
+        self.cgroups.kill(child.cgroup)  # even what escaped the tree walk
         remove(child.workdir)  # and anything it left on disk
         meter = child.meter
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,

@@ -399,7 +399,7 @@ class SpawnLauncher:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "docsuper.passes.child", str(spec_fd), str(write_fd), str(os.getpid()),
-                 str(limits.kernel_limit_mb)],
+                 str(limits.kernel_limit_mb), limits.cgroup or ""],
                 pass_fds=[spec_fd, write_fd], env={**self.child_env, JOB_MARKER: spec.job_id},
                 stdin=subprocess.DEVNULL, process_group=0,
             )

@@ -33,8 +33,10 @@ from typing import Any, Iterator, Union
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one page's OCR lines fit many times over
 
 # Set in every job child's environment and inherited by all it starts, so a reaper
-# can tell which job an orphan belongs to.
+# can tell which job an orphan belongs to, and which worker (a daemon starting on the
+# host kills what workers that are gone left behind).
 JOB_MARKER = "DOCSUPER_JOB_ID"
+WORKER_MARKER = "DOCSUPER_WORKER"
 
 
 # -- the job spec --------------------------------------------------------------
@@ -68,6 +70,7 @@ class ChildLimits:
     """Kernel limits a child sets on itself before it runs a pass."""
 
     kernel_limit_mb: int  # RLIMIT_DATA
+    cgroup: str | None = None  # the job's own cgroup (v2) to join before the first pass
 
 
 # -- events from a child -------------------------------------------------------
@@ -189,6 +192,28 @@ def prctl(option: int, value: int) -> None:
     if _libc.prctl(option, value, 0, 0, 0) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
+
+
+def join_cgroup(path: str) -> None:
+    """Move this process into a cgroup v2 (a job child does it before its first pass)."""
+    with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+        fh.write("0")
+
+
+def kill_cgroup(path: str | os.PathLike[str]) -> int:
+    """Kill every process in a cgroup v2 (cgroup.kill) and remove it once empty; how many it held."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as fh:
+            held = len(fh.read().split())
+        with open(os.path.join(path, "cgroup.kill"), "w") as fh:
+            fh.write("1")
+    except OSError:
+        return 0
+    try:
+        os.rmdir(path)  # EBUSY while the killed processes are still exiting; a later sweep gets it
+    except OSError:
+        pass
+    return held
 
 
 def children_of(pid: int) -> list[int]:

@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from .config import Config
+from .containment import cgroup_problem
 from .queue.base import NewJob, Queue, open_queue
 
 OVERSHOOT_MB = 50
@@ -126,7 +127,9 @@ def run_selftest(cfg: Config, keep: str | None = None) -> list[dict[str, Any]]:
                 if stray:
                     row["contained"], row["note"] = False, f"processes left running: {sorted(set(stray))}"
                 rows.append(row)
-            rows.append(_shutdown_row(queue, env, workdir))
+            seen: list[str] = []
+            rows.append(_shutdown_row(queue, env, workdir, seen))
+            rows.append(_containment_row(seen))
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -147,7 +150,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _shutdown_row(queue: Queue, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+def _containment_row(seen: list[str]) -> dict[str, Any]:
+    """Which containment this box gets: a cgroup per job (killed whole with the job), or,
+    without a writable cgroup v2, the sweep at start of what gone workers left running."""
+    problem = cgroup_problem()
+    expected = "cgroup" if problem is None else "sweep"
+    outcome = seen[0] if seen else None
+    return {"scenario": "containment", "expected": expected, "outcome": outcome, "peak_mb": None,
+            "seconds": 0.0, "contained": outcome == expected, "note": problem or ""}
+
+
+def _job_containment(daemon_pid: int) -> str:
+    """'cgroup' when the daemon's job processes run in cgroups of their own, else 'sweep'."""
+    try:
+        for proc in psutil.Process(daemon_pid).children(recursive=True):
+            if "/docsuper-" in Path(f"/proc/{proc.pid}/cgroup").read_text():
+                return "cgroup"
+    except (OSError, psutil.Error):
+        pass
+    return "sweep"
+
+
+def _shutdown_row(queue: Queue, env: dict[str, str], workdir: Path, containment: list[str]) -> dict[str, Any]:
     """SIGTERM with a job in flight: it must go back to the queue without using an attempt."""
     [job_id] = queue.submit([NewJob(passes=["sleep"], options={"sleep_s": 600}, max_attempts=1)])
     started = time.monotonic()
@@ -156,6 +180,7 @@ def _shutdown_row(queue: Queue, env: dict[str, str], workdir: Path) -> dict[str,
     while time.monotonic() < deadline and queue.get(job_id).status != "running":
         time.sleep(0.05)
     time.sleep(0.3)  # let the child get going
+    containment.append(_job_containment(daemon.pid))
     daemon.send_signal(signal.SIGTERM)
     try:
         code = daemon.wait(timeout=20)

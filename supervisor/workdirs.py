@@ -37,33 +37,42 @@ def _take_lock(path: Path) -> int | None:
 
 
 class WorkDirs:
-    def __init__(self, root: str | Path | None) -> None:
+    def __init__(self, root: str | Path | None, worker: str) -> None:
+        """`worker`: this worker's name on the host (pid and a random part)."""
         self.root = Path(root) if root else default_root()
+        self.worker = worker
         self.mine: Path | None = None
         self._lock_fd: int | None = None
+        self._gone: dict[str, int] = {}  # locks taken from gone workers, held until their removal
 
-    def open(self) -> list[Path]:
-        """Make this worker's directory and lock it; remove those of workers that are gone."""
+    def open(self) -> None:
+        """Make this worker's directory and lock it."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        removed = self.sweep()
-        self.mine = self.root / f"{os.getpid()}-{os.urandom(3).hex()}"
+        self.mine = self.root / self.worker
         self.mine.mkdir(mode=0o700)
         self._lock_fd = _take_lock(self.mine / LOCK)
-        return removed
 
-    def sweep(self) -> list[Path]:
-        """Remove the directories of workers that no longer hold their lock."""
-        removed = []
+    def gone_workers(self) -> list[str]:
+        """Workers on this host whose directory is left and who no longer hold its lock.
+
+        Their locks stay taken until remove_gone(), so two daemons starting at once
+        do not both sweep the same worker."""
         for entry in self.root.iterdir():
-            if not entry.is_dir() or entry == self.mine:
+            if not entry.is_dir() or entry == self.mine or entry.name in self._gone:
                 continue
             fd = _take_lock(entry / LOCK) if (entry / LOCK).exists() else -1
-            if fd is None:
-                continue  # a live worker's
-            shutil.rmtree(entry, ignore_errors=True)
+            if fd is not None:
+                self._gone[entry.name] = fd
+        return sorted(self._gone)
+
+    def remove_gone(self) -> list[Path]:
+        removed = []
+        for name, fd in self._gone.items():
+            shutil.rmtree(self.root / name, ignore_errors=True)
             if fd >= 0:
                 os.close(fd)
-            removed.append(entry)
+            removed.append(self.root / name)
+        self._gone = {}
         return removed
 
     def for_job(self, job_id: str, attempt: int) -> Path:

@@ -72,7 +72,7 @@ def test_selftest_contains_every_scenario(env: Env):
     result = env.cli("selftest", "--json", timeout=90)
     rows = json.loads(result.stdout)
     assert [r["scenario"] for r in rows] == ["normal", "memory_bomb", "timeout", "crash", "grandchildren",
-                                            "exception", "shutdown"]
+                                            "exception", "shutdown", "containment"]
     assert all(set(r) == {"scenario", "expected", "outcome", "peak_mb", "seconds", "contained"} for r in rows)
     assert [r["outcome"] for r in rows] == [r["expected"] for r in rows]
     assert all(r["contained"] for r in rows)

@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from docsuper.supervisor.containment import cgroup_problem
+
 from .daemon import Env, job_children, parse_log, wait_for, wait_for_log
 
 ACK_S = 5.0  # ForkServerLauncher.ACK_TIMEOUT_S
@@ -192,3 +194,39 @@ def test_a_daemon_starting_removes_the_work_directories_of_dead_workers(env: Env
         second.communicate(timeout=30)
     assert leftovers(env.root / "work") == []
     del job_id
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_no_process_of_a_job_outlives_a_killed_parent(env: Env, tmp_path: Path, start_method: str):
+    """Grandchildren in the job's group and in sessions of their own; the parent is SIGKILLed.
+    They are gone at once (the fork server kills its jobs' cgroups or trees), or at the latest
+    when the next daemon starts on the host (spawn: nobody was left to kill them)."""
+    env.set(DOCSUPER_WORKERS_START_METHOD=start_method)
+    pid_file = tmp_path / "grandchildren.pids"
+    env.submit("grandchildren", grandchildren=4, pid_file=str(pid_file), sleep_s=3600)
+    first = start_ready(env)
+    pids = wait_for(lambda: pid_file.exists() and [int(p) for p in pid_file.read_text().split()],
+                    what="the grandchildren")
+    assert len(alive(pids)) == 4
+    if cgroup_problem() is None:  # this box gives each job a cgroup: all four are in it
+        groups = {Path(f"/proc/{pid}/cgroup").read_text().split("0::", 1)[1].strip() for pid in pids}
+        assert len(groups) == 1 and "/docsuper-" in groups.pop()
+    first.kill()
+    first.communicate(timeout=30)
+    second = start_ready(env)
+    try:
+        wait_for(lambda: not alive(pids), timeout=5, what="every grandchild to die")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
