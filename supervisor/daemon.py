@@ -120,6 +120,10 @@ class Supervisor:
         self.next_poll = 0.0
         self.next_sample = 0.0
         self.next_heartbeat = 0.0
+        # Since when the queue has answered again after an outage (None: no outage, or a lease
+        # ago): until a lease has passed, only leases that expired since then are reclaimed.
+        self.queue_back_at: float | None = None
+        self.queue_away = False
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
@@ -588,13 +592,24 @@ class Supervisor:
             to_stop = self.queue.heartbeat(self.worker_id, progress, self.cfg.queue.lease_s)
             self._stop_unowned(to_stop, now)  # before anything else: another worker may be running them
             self.queue.worker_seen(self.worker_id, len(self.children))
-            delay = self.cfg.retry.backoff_base_s
-            for job_id in self.queue.reclaim_expired(delay):
+            for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self._seen_for(now)):
                 self.log.warning("lease_reclaimed", job_id=job_id, outcome="lost")
                 self.claim_wanted = True
         except QueueError as exc:
             self.metrics.queue_errors.inc()
+            self.queue_away, self.queue_back_at = True, None
             self.log.warning("queue_unavailable", action="heartbeat", error=str(exc))
+
+    def _seen_for(self, now: float) -> float | None:
+        """How long the queue has been visible again after an outage; None: long enough to judge
+        every expired lease. A worker that was itself cut off reclaims only leases it saw expire:
+        the others' workers were probably cut off too, and get a whole lease to come back."""
+        if self.queue_away:
+            self.queue_away, self.queue_back_at = False, now
+        if self.queue_back_at is None or now - self.queue_back_at >= self.cfg.queue.lease_s:
+            self.queue_back_at = None
+            return None
+        return now - self.queue_back_at
 
     def _stop_unowned(self, job_ids: set[str], now: float) -> None:
         """Stop children whose job was cancelled (with the grace) or whose lease another worker

@@ -132,3 +132,33 @@ def test_jobs_survive_a_postgres_restart(tmp_path: Path) -> None:
     assert not cluster.root.exists()
     logged = [r for _, log in hosts for r in parse_log(log.read_text())]
     assert any(r.get("event") == "queue_unavailable" for r in logged), "the restart went unnoticed?"
+
+
+def test_a_worker_back_from_an_outage_longer_than_the_lease_reclaims_no_healthy_work(tmp_path: Path) -> None:
+    """Two hosts with running jobs; the database goes away for longer than the lease. The first
+    host back must renew its own leases and leave the other's alone: every job ends with one
+    attempt, none `lost`, none run twice (issue 8.3)."""
+    problem = cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    with ThrowawayCluster() as cluster:
+        spec = QueueSpec("postgres", cluster.url, new_schema_name())
+        with spec.open() as q:
+            q.migrate()
+            ids = q.submit([NewJob(passes=["sleep"], options={"sleep_s": 8}) for _ in range(6)])
+        hosts = start_hosts(spec, tmp_path, 2, DOCSUPER_WORKERS_CONCURRENCY="3", DOCSUPER_QUEUE_LEASE_S="3")
+        try:
+            with spec.open() as q:
+                deadline = time.monotonic() + 60
+                while q.counts()["running"] < 6:
+                    assert time.monotonic() < deadline, "the hosts did not start every job"
+                    time.sleep(0.1)
+            cluster.stop()
+            time.sleep(5)  # the outage itself: longer than the 3 s lease
+            cluster.start()
+        finally:
+            wait_hosts(hosts, timeout=120)
+        with spec.open() as q:
+            assert_each_succeeded_once(q, ids, one_attempt=True)
+    logged = [r for _, log in hosts for r in parse_log(log.read_text())]
+    assert not [r for r in logged if r.get("event") == "lease_reclaimed"]

@@ -510,6 +510,15 @@ def test_reclaim_expired_closes_the_attempt_as_lost(queue: Queue) -> None:
     assert queue.get(job.id) == again
 
 
+def test_reclaim_only_leases_that_expired_recently_when_asked(queue: Queue) -> None:
+    # A worker back from an outage reclaims only the leases it saw expire.
+    job = claimed_job(queue, "w1", lease_s=0.05)
+    time.sleep(0.3)  # the lease expires, then a while passes (waiting on the clock, not on a process)
+    assert queue.reclaim_expired(0, expired_within_s=0.1) == []
+    assert queue.get(job.id).status == "running"
+    assert queue.reclaim_expired(0, expired_within_s=30) == [job.id]
+
+
 def test_reclaim_at_max_attempts_is_dead(queue: Queue) -> None:
     job = claimed_job(queue, lease_s=0.05, max_attempts=1)
     time.sleep(0.15)

@@ -276,8 +276,12 @@ class Queue(abc.ABC):
         lease (the job was reclaimed or finished elsewhere): nothing is written then."""
 
     @abc.abstractmethod
-    def reclaim_expired(self, retry_delay_s: float) -> list[str]:
-        """Close every expired lease's attempt as `lost` and requeue or dead-letter the job."""
+    def reclaim_expired(self, retry_delay_s: float, expired_within_s: float | None = None) -> list[str]:
+        """Close every expired lease's attempt as `lost` and requeue or dead-letter the job.
+
+        With `expired_within_s`, only leases that expired within that many seconds: a worker
+        back from an outage reclaims only what it saw expire (the others get a whole lease
+        to come back too)."""
 
     @abc.abstractmethod
     def register_worker(self, info: WorkerInfo) -> None:

@@ -183,7 +183,9 @@ RETURNING attempts, progress_done
 SELECT outcome FROM attempts WHERE job_id = :id AND number = :number AND worker = :worker
 
 -- lock_expired_leases --
-SELECT id, lease_owner FROM jobs WHERE status = 'running' AND lease_expires_at < :now ORDER BY id
+-- within_s: only leases that expired that recently (NULL: any).
+SELECT id, lease_owner FROM jobs WHERE status = 'running' AND lease_expires_at < :now
+  AND (:within_s IS NULL OR lease_expires_at >= :now - :within_s) ORDER BY id
 
 -- count_jobs_among --
 SELECT count(*) AS n FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
