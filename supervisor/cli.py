@@ -129,7 +129,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 # -- the daemon -------------------------------------------------------------
 @main.command()
-@click.option("--drain", is_flag=True, help="exit 0 once no job is queued and no child is running")
+@click.option("--drain", is_flag=True, help="exit once nothing is queued, running or waiting to be reclaimed; 1 when a job it ran ended dead")
 @click.pass_obj
 @_guard
 def run(state: State, drain: bool) -> None:

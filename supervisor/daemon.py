@@ -17,8 +17,9 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -125,6 +126,8 @@ class Supervisor:
         self.queue_back_at: float | None = None
         self.queue_away = False
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.job_states: Counter[str] = Counter()  # the state each finished job was left in
+        self.drain_waiting_for = 0
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
         self._config = config.as_dict()
@@ -205,6 +208,8 @@ class Supervisor:
             while self._turn(drain, only):
                 pass
             self._flush_outbox(time.monotonic(), final=True)
+            if drain:
+                return self._drain_summary()
             return 0
         finally:
             self._tear_down()
@@ -230,7 +235,39 @@ class Supervisor:
             return True
         if only is not None or self.stopping:
             return False
-        return not (drain and not self.claim_wanted and not self._has_queued())
+        return not (drain and self._drained(now))
+
+    def _drained(self, now: float) -> bool:
+        """Nothing queued, and nothing running that this worker could still have to reclaim:
+        a job whose worker is gone comes back when its lease expires, so drain waits for it."""
+        if self.claim_wanted or self._has_queued():
+            return False
+        try:
+            # Live: seen within two heartbeats (and a second of slack); a worker silent for longer
+            # is taken for gone, and drain waits for its leases to expire and be reclaimed.
+            seen_after = time.time() - 2 * self.cfg.queue.heartbeat_s - 1.0
+            live = {w.id for w in self.queue.workers() if w.last_seen >= seen_after}
+            orphaned = [j for j in self.queue.list_jobs("running", limit=10_000) if j.lease_owner not in live]
+        except QueueError:
+            return False  # cannot tell while the queue is away
+        if not orphaned:
+            return True
+        expires = min(j.lease_expires_at or 0.0 for j in orphaned)
+        if len(orphaned) != self.drain_waiting_for:
+            self.drain_waiting_for = len(orphaned)
+            self.log.info("drain_waiting", jobs=len(orphaned), reason="their workers are gone; their leases expire",
+                          reclaimable_in_s=round(max(0.0, expires - time.time()), 1))
+        self.next_heartbeat = min(self.next_heartbeat, now + max(0.0, expires - time.time()))  # reclaim on time
+        return False
+
+    def _drain_summary(self) -> int:
+        """One line for the batch user; exit 1 when a job this run processed ended dead."""
+        states = ", ".join(f"{n} {state}" for state, n in sorted(self.job_states.items())) or "none"
+        dead = self.job_states.get("dead", 0)
+        self.log.info("drain_finished", jobs=self.jobs_done, states=dict(self.job_states))
+        print(f"docsuper: drained: {self.jobs_done} attempt(s) ended; jobs left {states}"
+              + (f"; {dead} dead (docsuper list --status dead)" if dead else ""), file=sys.stderr)
+        return 1 if dead else 0
 
     def _tear_down(self) -> None:
         for child in self.children.values():
@@ -537,6 +574,8 @@ class Supervisor:
 
     def _write_end(self, job_id: str, end: AttemptEnd, delay: float, record: dict[str, Any]) -> str | None:
         state = self.queue.finish(job_id, self.worker_id, end, delay)
+        if state is not None:
+            self.job_states[state] += 1
         if state is None:
             self.log.warning("job_result_discarded", job_id=job_id, outcome=end.outcome,
                              reason="the lease was lost; another worker owns the job now")
@@ -591,7 +630,8 @@ class Supervisor:
         try:
             to_stop = self.queue.heartbeat(self.worker_id, progress, self.cfg.queue.lease_s)
             self._stop_unowned(to_stop, now)  # before anything else: another worker may be running them
-            self.queue.worker_seen(self.worker_id, len(self.children))
+            if not self.queue.worker_seen(self.worker_id, len(self.children), self.cfg.queue.lease_s):
+                self._register()  # forgotten while we were cut off for longer than a lease
             for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self._seen_for(now)):
                 self.log.warning("lease_reclaimed", job_id=job_id, outcome="lost")
                 self.claim_wanted = True

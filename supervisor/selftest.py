@@ -115,7 +115,7 @@ def run_selftest(cfg: Config, keep: str | None = None) -> list[dict[str, Any]]:
             left = set(_survivors(set(ids)))
             for (name, _, _, expected), job_id in zip(scenarios, ids):
                 row = _row(queue, name, job_id, expected, cap)
-                if daemon.returncode != 0:
+                if daemon.returncode not in (0, 1):  # 1: some jobs ended dead, as most scenarios do
                     row["contained"], row["note"] = False, f"supervisor exited {daemon.returncode}: {stderr[-300:]}"
                 stray = [p for p in left if _marker(p) == job_id]
                 if name == "grandchildren":

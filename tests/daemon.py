@@ -77,9 +77,16 @@ class Env:
         return self.cli(*args).stdout.split()
 
     def drain(self, timeout: float = 120) -> list[dict[str, Any]]:
-        """`docsuper run --drain`; returns its log records."""
-        result = self.cli("run", "--drain", timeout=timeout)
-        return parse_log(result.stdout)
+        """`docsuper run --drain`; returns its log records. It exits 1 exactly when a job it
+        processed ended dead (checked here), 0 otherwise."""
+        result = self.cli("run", "--drain", timeout=timeout, check=False)
+        records = parse_log(result.stdout)
+        dead = any(r["event"] == "job_finished" and r.get("state") == "dead" for r in records)
+        if result.returncode != (1 if dead else 0):
+            raise AssertionError(f"docsuper run --drain exited {result.returncode} (a job dead: {dead}):\n"
+                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        assert result.stderr.count("docsuper: drained:") == 1, result.stderr
+        return records
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "docsuper.supervisor.cli", "run", *args], env=self.vars,

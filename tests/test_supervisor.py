@@ -290,9 +290,12 @@ def test_several_runs_submits_and_status_share_one_sqlite_file(env: Env):
     leftovers = env.drain()  # anything submitted after the three drained out
     everything = "".join(out + err for out, err in outputs)
     assert "locked" not in everything
-    finished = [r["job_id"] for out, _ in outputs for r in parse_log(out) if r["event"] == "job_finished"]
-    finished += [r["job_id"] for r in leftovers if r["event"] == "job_finished"]
-    assert len(finished) == len(set(finished)) == 200
+    records = [r for out, _ in outputs for r in parse_log(out)] + leftovers
+    # An attempt the machinery interrupted (a fork server slow to answer on a loaded box) goes
+    # back to the queue unspent and is run again: that is not a job run twice.
+    finished = [r["job_id"] for r in records if r["event"] == "job_finished" and r["outcome"] != "interrupted"]
+    assert len(finished) == len(set(finished)) == 200, [r for r in records if r.get("job_id") in
+                                                         {j for j in finished if finished.count(j) > 1}]
     with env.queue() as q:
         assert q.counts()["succeeded"] == 200
 
@@ -359,3 +362,30 @@ def test_a_pass_receives_only_its_sections_and_a_scrubbed_environment(env: Env):
     assert not {"DATABASE_URL", "CLINIC_API_SECRET", "DOCSUPER_QUEUE_URL"} & set(seen["environ"])
     assert "DOCSUPER_JOB_ID" in seen["environ"]
     assert env.url not in json.dumps(seen) and "hunter2" not in json.dumps(seen)
+
+
+def test_drain_waits_for_the_jobs_of_a_dead_worker_and_forgets_the_worker(env: Env):
+    env.set(DOCSUPER_QUEUE_LEASE_S="8")  # longer than the drain takes to start on a loaded box
+    [job_id] = env.submit("pages", pages=4, page_s=0.5)
+    first = env.start()
+    wait_for(lambda: (env.queue().get(job_id).progress_done or 0) >= 1, what="a page done")
+    first.kill()
+    first.communicate(timeout=30)
+    assert env.queue().get(job_id).status == "running"  # its lease runs on for a while
+    records = env.drain()  # exit 0: nothing ended dead
+    waiting = [r for r in records if r["event"] == "drain_waiting"]
+    assert waiting and waiting[0]["jobs"] == 1 and waiting[0]["reclaimable_in_s"] <= 8
+    job, attempts = only_attempt(env, job_id)
+    assert job.status == "succeeded" and [a.outcome for a in attempts] == ["lost", "succeeded"]
+    status = json.loads(env.cli("status", "--json").stdout)
+    assert status["workers"] == []  # the dead worker's row expired; the drain unregistered itself
+
+
+def test_drain_exits_1_with_one_summary_line_when_a_job_ended_dead(env: Env):
+    env.set(DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    env.submit("noop", count=2)
+    env.submit("fail")
+    result = env.cli("run", "--drain", check=False)
+    assert result.returncode == 1
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("docsuper:")]
+    assert "3 attempt(s) ended" in line and "1 dead" in line and "2 succeeded" in line

@@ -288,7 +288,10 @@ class Queue(abc.ABC):
         ...
 
     @abc.abstractmethod
-    def worker_seen(self, worker_id: str, running: int) -> None:
+    def worker_seen(self, worker_id: str, running: int, forget_after_s: float | None = None) -> bool:
+        """Mark the worker alive with its count of running jobs; False when its row is gone
+        (forgotten after an outage: register again). With `forget_after_s`, delete the rows
+        of workers not seen for that long: they are dead, and `status` shows live ones only."""
         ...
 
     @abc.abstractmethod

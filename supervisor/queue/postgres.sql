@@ -231,6 +231,9 @@ ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, version
 -- worker_seen --
 UPDATE {s}.workers SET last_seen = now(), running = %(running)s WHERE id = %(id)s
 
+-- forget_workers --
+DELETE FROM {s}.workers WHERE last_seen < now() - make_interval(secs => %(after_s)s::float8)
+
 -- delete_worker --
 DELETE FROM {s}.workers WHERE id = %(id)s
 

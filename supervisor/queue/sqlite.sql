@@ -197,6 +197,9 @@ VALUES (:id, :host, :pid, :version, :started_at, :last_seen, :running)
 -- worker_seen --
 UPDATE workers SET last_seen = :now, running = :running WHERE id = :id
 
+-- forget_workers --
+DELETE FROM workers WHERE last_seen < :now - :after_s
+
 -- delete_worker --
 DELETE FROM workers WHERE id = :id
 

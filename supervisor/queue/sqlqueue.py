@@ -398,8 +398,14 @@ class SQLQueue(Queue):
 
         self._transaction(register)
 
-    def worker_seen(self, worker_id: str, running: int) -> None:
-        self._transaction(lambda tx: tx.run("worker_seen", id=worker_id, running=running, now=time.time()))
+    def worker_seen(self, worker_id: str, running: int, forget_after_s: float | None = None) -> bool:
+        def seen(tx: Tx) -> bool:
+            found = tx.run("worker_seen", id=worker_id, running=running, now=time.time()) > 0
+            if forget_after_s is not None:
+                tx.run("forget_workers", now=time.time(), after_s=forget_after_s)
+            return found
+
+        return self._transaction(seen)
 
     def unregister_worker(self, worker_id: str) -> None:
         self._transaction(lambda tx: tx.run("delete_worker", id=worker_id))
