@@ -93,9 +93,12 @@ class JobCgroups:
 
     def close(self) -> None:
         if self.mine is not None:
-            for job in self.mine.iterdir():
-                if job.is_dir():
-                    kill_cgroup(job)
+            try:
+                jobs = [job for job in self.mine.iterdir() if job.is_dir()]
+            except OSError:
+                jobs = []
+            for job in jobs:
+                kill_cgroup(job)
             _rmdir(self.mine)
             self.mine = None
 
@@ -110,11 +113,14 @@ class JobCgroups:
             if not top.is_dir() or worker == self.worker:
                 continue
             pid = worker.split("-", 1)[0]
-            gone = worker in gone_workers or (pid.isdigit() and not os.path.exists(f"/proc/{pid}"))
-            for job in top.iterdir():
-                if job.is_dir():
-                    count += kill_cgroup(job) if gone else 0
-                    _rmdir(job)  # only succeeds when empty
+            if not (worker in gone_workers or (pid.isdigit() and not os.path.exists(f"/proc/{pid}"))):
+                continue  # a live worker's: not ours to touch, even when empty between jobs
+            try:
+                jobs = [job for job in top.iterdir() if job.is_dir()]
+            except OSError:
+                continue
+            for job in jobs:
+                count += kill_cgroup(job)
             _rmdir(top)
         return count
 
