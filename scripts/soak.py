@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Soak: N minutes of mixed jobs under random faults, then every containment invariant checked.
+
+    .venv/bin/python scripts/soak.py --minutes 10 --queue sqlite
+    .venv/bin/python scripts/soak.py --minutes 10 --queue postgres     # a throwaway cluster
+
+Jobs: OCR of small scans, no-ops, paged jobs, memory bombs, timeouts, jobs that leave
+grandchildren behind, crashes, failures, and operator cancels. Faults, at random
+times: SIGKILL of a job's child; SIGKILL of the parent, then a restart; SIGSTOP of
+the fork server for a few seconds, then SIGCONT; on PostgreSQL, a restart of the
+server and terminated backends. Everything runs inside a 512 MB memory cgroup when
+this process can make one (root). At the end a final `run --drain` finishes what is
+left, and the script checks and prints each invariant with its count:
+
+  - every job finished exactly once (one succeeded attempt), or is dead or cancelled with a reason
+  - no job queued or running
+  - no process carrying a job or worker marker
+  - no work directory left
+  - zero kernel OOM kills in the box's cgroup
+  - the parent's RSS flat over each daemon's life (after its first minute)
+  - the parent's CPU while idle
+
+Exit 1 on any violation. Not run by the test suite: it takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+from bench_box import MemoryCgroup  # noqa: E402
+from make_samples import scan_of  # noqa: E402
+
+from docsuper.supervisor.protocol import JOB_MARKER, WORKER_MARKER  # noqa: E402
+from docsuper.supervisor.queue.base import NewJob, Queue, open_queue  # noqa: E402
+
+CLI = [sys.executable, "-m", "docsuper.supervisor.cli"]
+JOB_TIMEOUT_S = 6.0
+
+
+def job_mix(rng: random.Random, samples: list[Path]) -> NewJob:
+    kind = rng.choices(["ocr", "noop", "pages", "bomb", "timeout", "grandchildren", "crash", "fail"],
+                       weights=[3, 6, 4, 1, 1, 1, 1, 1])[0]
+    if kind == "ocr":
+        return NewJob(source=str(rng.choice(samples)), passes=["ocr"])
+    if kind == "noop":
+        return NewJob(passes=["noop"])
+    if kind == "pages":
+        return NewJob(passes=["pages"], options={"pages": rng.randint(2, 8), "page_s": 0.2})
+    if kind == "bomb":
+        return NewJob(passes=["alloc"], options={"alloc_mb": 2000, "alloc_step_mb": 20, "alloc_step_s": 0.01})
+    if kind == "timeout":
+        return NewJob(passes=["sleep"], options={"sleep_s": 60, "fill_mb": 5})
+    if kind == "grandchildren":
+        return NewJob(passes=["grandchildren"], options={"grandchildren": 2, "sleep_s": rng.choice([0, 60])})
+    if kind == "crash":
+        return NewJob(passes=["signal"], options={"signal": "SIGSEGV"})
+    return NewJob(passes=["fail"], options={"message": "soak failure"})
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.rng = random.Random(args.seed)
+        self.cluster: Any = None
+        self.cgroup: MemoryCgroup | None = None
+        self.cgroup_note = ""
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_rss: list[tuple[float, float]] = []  # (seconds since its start, MB) of the current daemon
+        self.rss_growth: list[float] = []  # per daemon life
+        self.daemon_started = 0.0
+        self.faults: Counter[str] = Counter()
+        self.daemon_pids: set[int] = set()
+        self.submitted: list[str] = []
+        self.logs = 0
+        self.url = ""
+        self.schema = "docsuper"
+
+    # -- set-up ---------------------------------------------------------------
+    def open(self) -> None:
+        if self.args.queue == "postgres":
+            from tests.pgcluster import ThrowawayCluster
+
+            self.cluster = ThrowawayCluster().start()
+            self.url = self.cluster.url
+        else:
+            self.url = f"sqlite:///{self.work / 'soak.db'}"
+        with self.queue() as q:
+            q.migrate()
+        if os.geteuid() == 0:
+            try:
+                self.cgroup = MemoryCgroup(f"docsuper-soak-{os.getpid()}", self.args.limit_mb)
+            except OSError as exc:
+                self.cgroup_note = f"no memory cgroup: {exc}"
+        else:
+            self.cgroup_note = "no memory cgroup: not root"
+
+    def queue(self) -> Queue:
+        return open_queue(self.url, self.schema)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSUPER_") and k != "DATABASE_URL"}
+        (self.work / "none.toml").write_text("")
+        env.update({
+            "DOCSUPER_CONFIG": str(self.work / "none.toml"),
+            "DOCSUPER_QUEUE_URL": self.url,
+            "DOCSUPER_QUEUE_SCHEMA": self.schema,
+            "DOCSUPER_QUEUE_POLL_INTERVAL_S": "0.5",
+            "DOCSUPER_QUEUE_HEARTBEAT_S": "1",
+            "DOCSUPER_QUEUE_LEASE_S": "6",
+            "DOCSUPER_WORKERS_CONCURRENCY": str(self.args.concurrency),
+            "DOCSUPER_WORKERS_JOB_TIMEOUT_S": str(JOB_TIMEOUT_S),
+            "DOCSUPER_WORKERS_TERM_GRACE_S": "0.5",
+            "DOCSUPER_WORKERS_SHUTDOWN_GRACE_S": "2",
+            "DOCSUPER_WORKERS_WORK_DIR": str(self.work / "jobs"),
+            "DOCSUPER_INPUTS_ALLOWED_ROOTS": str(self.work / "samples"),
+            "DOCSUPER_RETRY_BACKOFF_BASE_S": "0.5",
+            "DOCSUPER_RETRY_BACKOFF_MAX_S": "2",
+            "DOCSUPER_LOG_LEVEL": "info",
+        })
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        command = [*CLI, *args]
+        return self.cgroup.enter_command(command) if self.cgroup is not None else command
+
+    # -- the daemon -------------------------------------------------------------
+    def start_daemon(self) -> None:
+        self.logs += 1
+        out = open(self.work / f"daemon-{self.logs}.log", "wb")
+        self.daemon = subprocess.Popen(self.command("run"), env=self.env(), cwd=self.work, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        self.daemon_started = time.monotonic()
+        self.daemon_rss = []
+        self.daemon_pids.add(self.daemon.pid)
+
+    def parent_pid(self) -> int | None:
+        """The supervisor's pid (under the cgroup's `sh -c … exec`, the same process)."""
+        return self.daemon.pid if self.daemon is not None and self.daemon.poll() is None else None
+
+    def end_daemon_life(self) -> None:
+        late = [mb for t, mb in self.daemon_rss if t >= 60]
+        if len(late) >= 2:
+            self.rss_growth.append(max(late) - late[0])
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> None:
+        if self.daemon is None:
+            return
+        self.end_daemon_life()
+        try:
+            self.daemon.send_signal(sig)
+            self.daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+            self.daemon.wait()
+        self.daemon = None
+
+    def sample_parent(self) -> None:
+        pid = self.parent_pid()
+        if pid is None:
+            return
+        try:
+            rss = psutil.Process(pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return
+        self.daemon_rss.append((time.monotonic() - self.daemon_started, rss))
+
+    # -- faults -------------------------------------------------------------
+    def job_children(self) -> list[psutil.Process]:
+        pid = self.parent_pid()
+        if pid is None:
+            return []
+        try:
+            direct = psutil.Process(pid).children()
+            servers = [p for p in direct if "docsuper.passes.forkserver" in " ".join(p.cmdline())]
+            return [c for s in servers for c in s.children()] if servers else direct
+        except psutil.Error:
+            return []
+
+    def fork_server(self) -> psutil.Process | None:
+        pid = self.parent_pid()
+        try:
+            for p in psutil.Process(pid).children() if pid else []:
+                if "docsuper.passes.forkserver" in " ".join(p.cmdline()):
+                    return p
+        except psutil.Error:
+            pass
+        return None
+
+    def inject(self) -> None:
+        faults = ["kill_child", "kill_parent", "stop_fork_server", "cancel"]
+        if self.cluster is not None:
+            faults += ["restart_database", "terminate_backends"]
+        fault = self.rng.choice(faults)
+        if fault == "kill_child":
+            children = self.job_children()
+            if not children:
+                return
+            self.rng.choice(children).kill()
+        elif fault == "kill_parent":
+            if self.daemon is None:
+                return
+            self.end_daemon_life()
+            self.daemon.kill()
+            self.daemon.wait()
+            self.start_daemon()
+        elif fault == "stop_fork_server":
+            server = self.fork_server()
+            if server is None:
+                return
+            server.suspend()
+            time.sleep(self.rng.uniform(1, 8))  # how long it stays stopped: the fault itself
+            try:
+                server.resume()
+            except psutil.Error:
+                pass  # replaced (killed) meanwhile, as it should be after 5 s
+        elif fault == "cancel":
+            with self.queue() as q:
+                running = q.list_jobs("running", limit=50) + q.list_jobs("queued", limit=50)
+            if not running:
+                return
+            subprocess.run([*CLI, "cancel", self.rng.choice(running).id], env=self.env(), cwd=self.work,
+                           capture_output=True, timeout=60)
+        elif fault == "restart_database":
+            self.cluster.restart()
+        elif fault == "terminate_backends":
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE pid <> pg_backend_pid() AND datname = current_database()")
+        self.faults[fault] += 1
+
+    # -- the run ------------------------------------------------------------
+    def run(self) -> int:
+        samples = self.make_samples()
+        self.start_daemon()
+        deadline = time.monotonic() + self.args.minutes * 60
+        next_fault = time.monotonic() + self.rng.uniform(5, 20)
+        next_sample = 0.0
+        while time.monotonic() < deadline:
+            with self.queue() as q:
+                backlog = q.counts()["queued"]
+                if backlog < 3 * self.args.concurrency:
+                    self.submitted += q.submit([job_mix(self.rng, samples) for _ in range(5)])
+            if time.monotonic() >= next_fault:
+                self.inject()
+                next_fault = time.monotonic() + self.rng.uniform(5, 20)
+            if time.monotonic() >= next_sample:
+                self.sample_parent()
+                next_sample = time.monotonic() + 5
+            if self.daemon is not None and self.daemon.poll() is not None:
+                self.faults["daemon_exited_by_itself"] += 1
+                self.start_daemon()
+            time.sleep(0.5)  # the submitter's pace
+        self.stop_daemon()
+        idle_cpu = self.idle_cpu()
+        drain = subprocess.run(self.command("run", "--drain"), env=self.env(), cwd=self.work,
+                               capture_output=True, timeout=600)
+        return self.report(idle_cpu, drain)
+
+    def make_samples(self) -> list[Path]:
+        folder = self.work / "samples"
+        folder.mkdir()
+        paths = []
+        for i in range(3):
+            doc = scan_of([[f"Soak page {i} line {n}: referral letter for the clinic" for n in range(6)]])
+            path = folder / f"scan{i}.pdf"
+            doc.save(path)
+            paths.append(path)
+        (folder / "damaged.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
+        return [*paths, folder / "damaged.pdf"]
+
+    def idle_cpu(self) -> float:
+        """A daemon's share of a core over 10 s with nothing to do (the queue is drained first)."""
+        subprocess.run(self.command("run", "--drain"), env=self.env(), cwd=self.work, capture_output=True,
+                       timeout=600)
+        self.start_daemon()
+        time.sleep(5)  # start-up and preload, not measured
+        pid = self.daemon.pid if self.daemon else 0
+        proc = psutil.Process(pid)
+        before, started = proc.cpu_times(), time.monotonic()
+        time.sleep(10)  # the measurement window
+        after = proc.cpu_times()
+        self.stop_daemon()
+        return (after.user + after.system - before.user - before.system) / (time.monotonic() - started)
+
+    # -- the invariants -----------------------------------------------------
+    def report(self, idle_cpu: float, drain: subprocess.CompletedProcess[bytes]) -> int:
+        checks: list[tuple[str, bool, str]] = []
+        with self.queue() as q:
+            counts = q.counts()
+            states: Counter[str] = Counter()
+            outcomes: Counter[str] = Counter()
+            twice, no_reason = [], []
+            for job_id in self.submitted:
+                job = q.get(job_id)
+                attempts = q.attempts(job_id)
+                states[job.status] += 1
+                outcomes.update(a.outcome or "open" for a in attempts)
+                if len([a for a in attempts if a.outcome == "succeeded"]) > 1:
+                    twice.append(job_id)
+                if job.status == "succeeded" and [a.outcome for a in attempts].count("succeeded") != 1:
+                    twice.append(job_id)
+                if job.status == "dead" and not job.last_error:
+                    no_reason.append(job_id)
+        checks.append(("every job finished once, or dead/cancelled with a reason",
+                       not twice and not no_reason and states["queued"] == states["running"] == 0,
+                       f"{len(self.submitted)} jobs: {dict(states)}; succeeded twice: {len(twice)}; "
+                       f"dead without a reason: {len(no_reason)}"))
+        checks.append(("none queued or running", counts["queued"] == counts["running"] == 0, str(counts)))
+        marked = processes_with_markers(set(self.submitted), self.daemon_pids)
+        checks.append(("no process carrying a job or worker marker", not marked, f"{len(marked)} {marked[:10]}"))
+        left = [p for p in (self.work / "jobs").rglob("*") if p.name != ".lock"] if (self.work / "jobs").exists() \
+            else []
+        checks.append(("no work directory left", not left, f"{len(left)} {[str(p) for p in left[:5]]}"))
+        oom = self.cgroup.oom_kills() if self.cgroup is not None else None
+        checks.append(("zero kernel OOM kills", not oom,
+                       f"{oom} in the {self.args.limit_mb} MB cgroup" if oom is not None else self.cgroup_note))
+        growth = max(self.rss_growth, default=0.0)
+        checks.append(("parent RSS flat (growth after its first minute, per daemon life)", growth < 5.0,
+                       f"max {growth:.2f} MB over {len(self.rss_growth)} daemon lives long enough to judge"))
+        checks.append(("parent CPU while idle", idle_cpu < 0.05, f"{idle_cpu * 100:.2f} % of a core over 10 s"))
+        checks.append(("final drain exit 0 or 1", drain.returncode in (0, 1),
+                       drain.stderr.decode(errors="replace").strip().splitlines()[-1:].__str__()))
+        print(f"soak: {self.args.minutes:g} min on {self.args.queue}, concurrency {self.args.concurrency}, "
+              f"seed {self.args.seed}, memory cgroup: "
+              f"{str(self.args.limit_mb) + ' MB' if self.cgroup else self.cgroup_note}")
+        print(f"jobs submitted: {len(self.submitted)}; attempts by outcome: {dict(sorted(outcomes.items()))}")
+        print(f"faults injected: {dict(sorted(self.faults.items()))} ({sum(self.faults.values())} in all)")
+        if self.cgroup is not None:
+            print(f"box peak memory (cgroup): {self.cgroup.peak_mb():.0f} MB")
+        for name, ok, detail in checks:
+            print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        return 0 if all(ok for _, ok, _ in checks) else 1
+
+    def close(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.kill()
+            self.daemon.wait()
+        if self.cluster is not None:
+            self.cluster.remove()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+def processes_with_markers(job_ids: set[str], daemon_pids: set[int]) -> list[int]:
+    """Live processes marked with one of these jobs, or with a worker these daemons ran
+    (other docsuper processes on the box are not this soak's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = dict(e.split(b"=", 1) for e in fh.read().split(b"\0") if b"=" in e)
+            if psutil.Process(int(entry)).status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (OSError, psutil.Error):
+            continue
+        job = env.get(JOB_MARKER.encode(), b"").decode()
+        worker = env.get(WORKER_MARKER.encode(), b"").decode()
+        if job in job_ids or (worker and int(worker.split("-")[0]) in daemon_pids):
+            found.append(int(entry))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--queue", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--limit-mb", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="docsuper-soak-") as tmp:
+        soak = Soak(args, Path(tmp))
+        try:
+            soak.open()
+            code = soak.run()
+        finally:
+            soak.close()
+    print(json.dumps({"exit": code}))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
