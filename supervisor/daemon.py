@@ -127,7 +127,7 @@ class Supervisor:
         self.queue_away = False
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
         self.job_states: Counter[str] = Counter()  # the state each finished job was left in
-        self.drain_waiting_for = 0
+        self.drain_waiting_for: tuple[int, int] = (0, 0)
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
         self._config = config.as_dict()
@@ -238,26 +238,25 @@ class Supervisor:
         return not (drain and self._drained(now))
 
     def _drained(self, now: float) -> bool:
-        """Nothing queued, and nothing running that this worker could still have to reclaim:
-        a job whose worker is gone comes back when its lease expires, so drain waits for it."""
+        """Nothing queued and nothing running anywhere: a job whose worker is gone comes back
+        when its lease expires, and one another worker runs may fail back into the queue."""
         if self.claim_wanted or self._has_queued():
             return False
         try:
-            # Live: seen within two heartbeats (and a second of slack); a worker silent for longer
-            # is taken for gone, and drain waits for its leases to expire and be reclaimed.
+            running = self.queue.list_jobs("running", limit=10_000)
+            if not running:
+                return True
+            # Gone: silent for two heartbeats (and a second of slack).
             seen_after = time.time() - 2 * self.cfg.queue.heartbeat_s - 1.0
             live = {w.id for w in self.queue.workers() if w.last_seen >= seen_after}
-            orphaned = [j for j in self.queue.list_jobs("running", limit=10_000) if j.lease_owner not in live]
         except QueueError:
             return False  # cannot tell while the queue is away
-        if not orphaned:
-            return True
-        expires = min(j.lease_expires_at or 0.0 for j in orphaned)
-        if len(orphaned) != self.drain_waiting_for:
-            self.drain_waiting_for = len(orphaned)
-            self.log.info("drain_waiting", jobs=len(orphaned), reason="their workers are gone; their leases expire",
-                          reclaimable_in_s=round(max(0.0, expires - time.time()), 1))
-        self.next_heartbeat = min(self.next_heartbeat, now + max(0.0, expires - time.time()))  # reclaim on time
+        orphaned = [j for j in running if j.lease_owner not in live]
+        if (len(running), len(orphaned)) != self.drain_waiting_for:
+            self.drain_waiting_for = (len(running), len(orphaned))
+            expires = min((j.lease_expires_at or 0.0 for j in orphaned), default=None)
+            self.log.info("drain_waiting", jobs=len(running), of_gone_workers=len(orphaned),
+                          reclaimable_in_s=round(max(0.0, expires - time.time()), 1) if expires else None)
         return False
 
     def _drain_summary(self) -> int:
