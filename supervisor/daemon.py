@@ -34,8 +34,10 @@ from .http import HealthServer, Metrics, loop_health
 from .launcher import LaunchError, child_environment, make_launcher
 from .logs import Logger
 from .metering import MemoryMeter
+from .observer import Observer
 from .outbox import Outbox
 from .outcome import Ending, classify, signal_name
+from .picture import document_name
 from .protocol import WORKER_MARKER, ChildLimits, EventReader, JobSpec, Ready, drain_pipe
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
 from .redact import redact
@@ -87,6 +89,7 @@ class Child:
     kill_at: float | None = None  # SIGKILL due after a SIGTERM
     start_latency_s: float | None = None  # claim → the child about to run its first pass
     first_page_s: float | None = None  # claim → the first page result
+    current_pass: str | None = None
 
 
 class Supervisor:
@@ -136,6 +139,7 @@ class Supervisor:
         self.metrics = Metrics()
         self.last_tick = time.monotonic()
         self.http: HealthServer | None = None
+        self.observer = Observer(self)  # systemd notify, the live picture, memory history
 
     # -- set-up and tear-down --------------------------------------------
     def _install_signals(self) -> None:
@@ -198,6 +202,7 @@ class Supervisor:
             self._sweep_gone_workers()
             self._start_launcher()
             self._register()
+            self.observer.ready()
             self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
                           containment=self.cgroups.kind, containment_note=self.cgroups.problem,
                           queue=redact(self.queue.url), drain=drain)
@@ -217,6 +222,7 @@ class Supervisor:
     def _turn(self, drain: bool, only: Job | None) -> bool:
         """One turn of the loop; False when it is time to stop."""
         now = self.last_tick = time.monotonic()
+        self.observer.turn(now)
         if now >= self.next_heartbeat:  # first: after a stall, a lost lease stops its child before anything else
             self._heartbeat(now)
         self._handle_signals(now)
@@ -274,6 +280,7 @@ class Supervisor:
                 child.tree.kill()
         if self.http is not None:
             self.http.stop()
+        self.observer.close()
         self.launcher.stop()
         self.workdirs.close()
         self.cgroups.close()
@@ -293,7 +300,8 @@ class Supervisor:
         stall_s = max(30.0, 2 * self.cfg.queue.heartbeat_s)
         try:
             self.http = HealthServer(self.cfg.http.host, self.cfg.http.port, self.metrics,
-                                     loop_health(lambda: self.last_tick, details, stall_s))
+                                     loop_health(lambda: self.last_tick, details, stall_s),
+                                     picture=self.observer.picture, token=self.cfg.http.token)
         except OSError as exc:
             raise LaunchError(f"cannot serve HTTP on {self.cfg.http.host}:{self.cfg.http.port}: {exc.strerror}")
         self.http.start()
@@ -346,6 +354,7 @@ class Supervisor:
                 self.hard_stop_at = self.shutdown_deadline + self.cfg.workers.term_grace_s + 1.0
                 self.log.info("shutdown_requested", signal=signal_name(signum), running=len(self.children),
                               grace_s=self.cfg.workers.shutdown_grace_s)
+                self.observer.stopping()
             elif not self.stop_now:
                 self.stop_now = True
                 self.log.warning("shutdown_now", signal=signal_name(signum), running=len(self.children))
@@ -432,7 +441,8 @@ class Supervisor:
     def _forked(self, child: Child, pid: int) -> None:
         child.pid, child.tree = pid, ProcessTree(pid)
         self.by_pid[pid] = child
-        self.log.debug("job_started", job_id=child.job.id, attempt=child.job.attempts, pid=pid,
+        self.log.debug("job_started", job_id=child.job.id, document=document_name(child.job.source),
+                       attempt=child.job.attempts, pid=pid,
                        passes=child.job.passes)
         if child.stop_outcome is not None:  # stopped before the fork was reported
             child.tree.kill()
@@ -491,6 +501,7 @@ class Supervisor:
             child.start_latency_s = time.monotonic() - child.claimed_at
         elif kind == "progress":
             child.done, child.total = event.get("done"), event.get("total")
+            child.current_pass = event.get("pass")
         elif kind == "page":
             if child.first_page_s is None:
                 child.first_page_s = time.monotonic() - child.claimed_at
@@ -596,7 +607,8 @@ class Supervisor:
         else:
             child.tree.signal(signal.SIGTERM)
             child.kill_at = now + grace
-        self.log.info("job_stopping", job_id=child.job.id, outcome=outcome, reason=message, pid=child.pid)
+        self.log.info("job_stopping", job_id=child.job.id, document=document_name(child.job.source),
+                      outcome=outcome, reason=message, pid=child.pid)
 
     def _watch(self, now: float) -> None:
         self.next_sample = now + self.cfg.memory.watchdog_interval_ms / 1000
@@ -633,6 +645,7 @@ class Supervisor:
                 self._register()  # forgotten while we were cut off for longer than a lease
             for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self._seen_for(now)):
                 self.log.warning("lease_reclaimed", job_id=job_id, outcome="lost")
+                self.metrics.reclaimed.inc()
                 self.claim_wanted = True
         except QueueError as exc:
             self.metrics.queue_errors.inc()
@@ -681,7 +694,8 @@ class Supervisor:
 
 def _finished_record(child: Child, end: AttemptEnd) -> dict[str, Any]:
     """The job_finished log record (and /metrics' recent list) of an attempt."""
-    return {"job_id": child.job.id, "attempt": child.job.attempts, "outcome": end.outcome,
+    return {"job_id": child.job.id, "document": document_name(child.job.source),
+            "attempt": child.job.attempts, "outcome": end.outcome,
             "peak_mb": end.peak_mb, "peak_rss_mb": end.peak_rss_mb,
             "seconds": round(time.monotonic() - child.started_at, 3),
             "start_ms": _ms(child.start_latency_s), "first_page_ms": _ms(child.first_page_s),
