@@ -70,7 +70,7 @@ class HealthServer:
                     ok, details = health()
                     self._send(200 if ok else 503, "application/json", json.dumps(details).encode())
                 elif dashboard is not None and dashboard.serves(path):
-                    code, content_type, body = dashboard.answer(self.path, self.client_address[0], self.headers)
+                    code, content_type, body = dashboard.answer(self.path, self.client_address[0], dict(self.headers))
                     self._send(code, content_type, body)
                 else:
                     self._send(404, "text/plain", b"not found: try /, /healthz or /metrics\n")

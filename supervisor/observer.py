@@ -152,7 +152,7 @@ class Observer:
         self.next_sample = now + SAMPLE_EVERY_S
         sup = self.sup
         cap = sup.cfg.memory.job_limit_mb
-        running = []
+        running: list[dict[str, Any]] = []
         for c in sup.children.values():
             running.append({
                 "job_id": c.job.id, "document": document_name(c.job.source), "passes": c.job.passes,
