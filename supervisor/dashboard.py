@@ -33,7 +33,7 @@ def is_loopback(address: str) -> bool:
 
 
 def presented_token(raw_path: str, headers: Mapping[str, str]) -> str | None:
-    auth = headers.get("Authorization") or ""
+    auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     values = parse_qs(urlsplit(raw_path).query).get("token")
