@@ -13,21 +13,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .queue.base import Job, Queue
+from .redact import redact
 
 DEAD_SHOWN = 10
 OUTCOMES_SHOWN = 10
 
 
 def document_name(source: str | None) -> str | None:
-    """A job's document as an operator names it: the file name, never a URL's credentials
-    or query string (signed URLs carry their token there)."""
+    """A job's document as an operator names it: the file name (the host too for a URL),
+    never a URL's credentials or query string (signed URLs carry their token there), and
+    through the redactor, which also masks any secret docsuper was told to remember."""
     if not source:
         return None
     if "://" in source:
         parts = urlsplit(source)
         name = PurePosixPath(parts.path).name
-        return f"{parts.hostname or parts.scheme}/…/{name}" if name else (parts.hostname or parts.scheme)
-    return PurePosixPath(source).name or source
+        label = f"{parts.hostname or parts.scheme}/…/{name}" if name else (parts.hostname or parts.scheme)
+    else:
+        label = PurePosixPath(source).name or source
+    return redact(label)
 
 
 def next_retry_at(job: Job) -> float | None:
@@ -45,10 +49,8 @@ def job_row(job: Job) -> dict[str, Any]:
             "finished_at": job.finished_at, "dead_at": job.dead_at, "next_retry_at": next_retry_at(job)}
 
 
-def oldest_queued_age_s(queue: Queue, now: float) -> float | None:
-    """How long the longest-waiting due job has waited (None when nothing is due)."""
-    due = [j.run_at for j in queue.list_jobs("queued", limit=100_000) if j.run_at <= now]
-    return round(now - min(due), 1) if due else None
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def queue_picture(queue: Queue) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def queue_picture(queue: Queue) -> dict[str, Any]:
     return {
         "at": now,
         "counts": queue.counts(),
-        "oldest_queued_s": oldest_queued_age_s(queue, now),
+        "oldest_queued_s": _round(queue.oldest_due_wait_s()),
         "running": [job_row(j) for j in queue.list_jobs("running", limit=100)],
         "retrying": [job_row(j) for j in sorted(retrying, key=lambda j: j.run_at)],
         "finished": [job_row(j) for j in finished[:OUTCOMES_SHOWN]],

@@ -190,6 +190,10 @@ class Queue(abc.ABC):
         """Cancel a queued job at once; ask the owner of a running one to stop it. Returns the new state."""
 
     @abc.abstractmethod
+    def oldest_due_wait_s(self) -> float | None:
+        """Seconds the longest-waiting due job has waited since its run_at (None when none is due)."""
+
+    @abc.abstractmethod
     def has_queued(self) -> bool:
         """True while any job is queued, due or not."""
 

@@ -93,6 +93,12 @@ SELECT * FROM {s}.jobs WHERE status = 'dead' ORDER BY dead_at DESC NULLS LAST LI
 -- expired_leases --
 SELECT * FROM {s}.jobs WHERE status = 'running' AND lease_expires_at < now() ORDER BY lease_expires_at
 
+-- oldest_due_wait --
+-- How long the longest-waiting due job has waited (NULL when none is due): the backlog alert.
+-- Reads only queued rows, through the partial index of runnable jobs.
+SELECT extract(epoch FROM now() - min(run_at))::float8 AS wait_s
+FROM {s}.jobs WHERE status = 'queued' AND run_at <= now()
+
 -- any_queued --
 SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE status = 'queued') AS any
 

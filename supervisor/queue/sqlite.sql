@@ -89,6 +89,10 @@ SELECT * FROM jobs WHERE status = 'dead' ORDER BY dead_at DESC LIMIT :limit
 -- expired_leases --
 SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < :now ORDER BY lease_expires_at
 
+-- oldest_due_wait --
+-- How long the longest-waiting due job has waited (NULL when none is due): the backlog alert.
+SELECT :now - min(run_at) AS wait_s FROM jobs WHERE status = 'queued' AND run_at <= :now
+
 -- any_queued --
 SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued') AS any
 

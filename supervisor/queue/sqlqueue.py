@@ -186,6 +186,10 @@ class SQLQueue(Queue):
     def expired_leases(self) -> list[Job]:
         return [self._job(r) for r in self._read(lambda tx: tx.all("expired_leases", now=time.time()))]
 
+    def oldest_due_wait_s(self) -> float | None:
+        row = self._read(lambda tx: tx.one("oldest_due_wait", now=time.time()))
+        return None if row is None or row["wait_s"] is None else max(0.0, float(row["wait_s"]))
+
     def has_queued(self) -> bool:
         row = self._read(lambda tx: tx.one("any_queued"))
         return bool(row and row["any"])
