@@ -16,6 +16,7 @@ import click
 from docsuper import __version__
 
 from .config import Config, ConfigError, describe, load_config
+from .picture import document_name, next_retry_at
 from .redact import redact, redact_value, remember
 from .queue.base import JOB_STATES, Job, NewJob, Queue, QueueError, SchemaOutdated, open_queue
 
@@ -284,12 +285,15 @@ def status(state: State, as_json: bool) -> None:
         expired = queue.expired_leases()
         dead = queue.list_jobs("dead", limit=10)
         workers = queue.workers()
+        retrying = sorted((j for j in queue.list_jobs("queued", limit=1000) if next_retry_at(j)),
+                          key=lambda j: j.run_at)
     if as_json:
         click.echo(json.dumps(redact_value({
             "counts": counts,
             "running": [j.as_dict() for j in running],
             "expired_leases": [j.id for j in expired],
             "dead": [j.as_dict() for j in dead],
+            "retrying": [{**j.as_dict(), "next_retry_at": next_retry_at(j)} for j in retrying],
             "workers": [w.__dict__ for w in workers],
         })))
         return
@@ -301,8 +305,14 @@ def status(state: State, as_json: bool) -> None:
     if running:
         click.echo("\nrunning")
         for j in running:
+            peak = f"{j.peak_mb:.0f} MB" if j.peak_mb is not None else "-"
             click.echo(f"  {j.id}  attempt {j.attempts}/{j.max_attempts}  progress {_progress(j):<9} "
-                       f"peak {j.peak_mb or 0:.0f} MB  since {_ago(j.started_at)}  on {j.lease_owner}")
+                       f"peak {peak}  since {_ago(j.started_at)}  on {j.lease_owner}  {document_name(j.source) or ''}")
+    if retrying:
+        click.echo("\nwaiting to retry")
+        for j in retrying[:20]:
+            click.echo(f"  {j.id}  attempt {j.attempts}/{j.max_attempts} was {j.last_outcome}  "
+                       f"next try {_ago(next_retry_at(j))}  {document_name(j.source) or ''}")
     if expired:
         click.echo("\nexpired leases (reclaimed by the next running worker)")
         for j in expired:
@@ -310,7 +320,8 @@ def status(state: State, as_json: bool) -> None:
     if dead:
         click.echo("\nrecent dead letters")
         for j in dead:
-            click.echo(f"  {j.id}  {j.last_outcome}  {_ago(j.dead_at)}  {redact(j.last_error or '')[:100]}")
+            click.echo(f"  {j.id}  {j.last_outcome}  {_ago(j.dead_at)}  {document_name(j.source) or '-'}  "
+                       f"{redact(j.last_error or '')[:100]}")
 
 
 @main.command("list")
@@ -351,15 +362,18 @@ def show(state: State, job_id: str, as_json: bool, text: bool) -> None:
             click.echo("\f".join(result.get("text", "") for _, _, result in pages), nl=False)
             return
         attempts = queue.attempts(job.id)
+    retry_at = next_retry_at(job)
     if as_json:
-        click.echo(json.dumps(redact_value({**job.as_dict(), "attempts_detail": [a.as_dict() for a in attempts]})))
+        click.echo(json.dumps(redact_value({**job.as_dict(), "next_retry_at": retry_at,
+                                            "attempts_detail": [a.as_dict() for a in attempts]})))
         return
     fields = ["status", "source", "passes", "priority", "attempts", "max_attempts", "progress", "peak_mb",
-              "last_outcome", "last_error", "lease_owner", "created_at", "started_at", "finished_at", "dead_at"]
+              "last_outcome", "last_error", "next_retry", "lease_owner", "created_at", "started_at", "finished_at",
+              "dead_at"]
     click.echo(f"job {job.id}")
     for name in fields:
-        value: Any = _progress(job) if name == "progress" else getattr(job, name)
-        if name.endswith("_at") and value is not None:
+        value: Any = _progress(job) if name == "progress" else retry_at if name == "next_retry" else getattr(job, name)
+        if (name.endswith("_at") or name == "next_retry") and value is not None:
             value = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))} ({_ago(value)})"
         if name == "passes":
             value = ",".join(value)
@@ -449,6 +463,10 @@ def selftest(state: State, as_json: bool, keep: str | None) -> None:
                        + (f"  ({r['note']})" if r.get("note") else ""))
     sys.exit(0 if all(r["contained"] for r in rows) else 1)
 
+
+from .opscli import register as _register_ops_commands  # noqa: E402 (healthcheck, top)
+
+_register_ops_commands(main, Failure)
 
 if __name__ == "__main__":
     main()
