@@ -103,6 +103,7 @@ def _remember_secrets(cfg: Config) -> None:
             remember(value)
     if cfg.inputs.bearer_token_env:
         remember(os.environ.get(cfg.inputs.bearer_token_env))
+    remember(cfg.http.token)
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -260,7 +260,7 @@ class HttpConfig(Section):
     section: ClassVar[str] = "http"
     port: int = setting(0, min=0, max=65535, help="/healthz and /metrics on this port (PORT); 0 = off")
     host: str = setting("0.0.0.0")
-    token: str = setting("", help="access token for the dashboard at / (names and errors); "
+    token: str = setting("", secret=True, help="access token for the dashboard at / (names and errors); "
                                   "empty: the dashboard answers 127.0.0.1 only")
 
 

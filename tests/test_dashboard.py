@@ -142,3 +142,9 @@ def test_dashboard_in_headless_chromium(busy_daemon, tmp_path: Path):
         print(f"memory on the page: {memory}; screenshot: {SCREENSHOT}")
     finally:
         browser.quit()
+
+
+def test_the_token_is_a_secret_docsuper_config_never_prints(env: Env):
+    env.set(DOCSUPER_HTTP_TOKEN="dashboard-s3cret-9")
+    shown = env.cli("config").stdout
+    assert "http.token" in shown and "dashboard-s3cret-9" not in shown
