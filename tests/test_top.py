@@ -31,7 +31,7 @@ def three_jobs(env: Env, tmp_path: Path):
     port = free_port()
     env.set(PORT=str(port), DOCSUPER_HTTP_HOST="127.0.0.1", DOCSUPER_WORKERS_CONCURRENCY="3",
             DOCSUPER_WORKERS_PRELOAD="docsuper", DOCSUPER_QUEUE_HEARTBEAT_S="15", DOCSUPER_QUEUE_LEASE_S="60",
-            DOCSUPER_WORKERS_SHUTDOWN_GRACE_S="0")
+            DOCSUPER_WORKERS_SHUTDOWN_GRACE_S="0", DOCSUPER_MEMORY_BOX_BUDGET_MB="1400")  # three jobs at their cap
     names = ["intake-scan-0412.pdf", "referral-letter.pdf", "lab-results-march.tiff"]
     ids = []
     for i, name in enumerate(names):
