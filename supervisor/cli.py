@@ -387,6 +387,7 @@ def show(state: State, job_id: str, as_json: bool, text: bool) -> None:
         peak = f"{a.peak_mb:.0f} MB" if a.peak_mb is not None else "-"
         click.echo(f"  #{a.number} {a.outcome or 'running':<13} {how:<10} peak {peak} "
                    f"(rss {a.peak_rss_mb or 0:.0f})  {a.duration_s or 0:.2f} s  page {a.last_page or '-'}  "
+                   f"{'plan ' + str(a.plan.get('name')) + '  ' if a.plan else ''}"
                    f"{'' if a.counted else '(not counted) '}{a.worker}")
         if a.error:
             click.echo(f"      {redact(a.error)}")

@@ -90,6 +90,7 @@ class Child:
     start_latency_s: float | None = None  # claim → the child about to run its first pass
     first_page_s: float | None = None  # claim → the first page result
     current_pass: str | None = None
+    plan: dict[str, Any] | None = None  # the memory plan the child said it runs
 
 
 class Supervisor:
@@ -408,9 +409,17 @@ class Supervisor:
             resume.setdefault(pass_name, {})[page] = result
         return resume
 
+    def _earlier_outcomes(self, job: Job) -> list[str]:
+        """Outcomes of the counted attempts before this one since the job was (re)queued."""
+        if job.attempts <= 1:
+            return []
+        closed = [a.outcome for a in self.queue.attempts(job.id) if a.counted and a.outcome and not a.replay]
+        return closed[-(job.attempts - 1):]
+
     def _start_child(self, job: Job, claimed_at: float) -> None:
         try:
             resume = self._resume_data(job)
+            earlier = self._earlier_outcomes(job)
         except QueueError as exc:
             self.log.warning("queue_unavailable", action="read resume data", job_id=job.id, error=str(exc))
             end = AttemptEnd("interrupted", error=f"could not read its stored pages: {exc}")
@@ -420,7 +429,7 @@ class Supervisor:
         cgroup = self.cgroups.create(job.id, job.attempts)
         try:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options,
-                           child_config(self._config, job.passes), resume, str(workdir))
+                           child_config(self._config, job.passes), resume, str(workdir), earlier)
             fd = self.launcher.launch(spec, ChildLimits(self.cfg.kernel_limit_mb, cgroup))
         except LaunchError as exc:
             remove(workdir)
@@ -509,6 +518,8 @@ class Supervisor:
             job_id, pass_name, page, result = child.job.id, event["pass"], event["page"], event["result"]
             self.outbox.put("record page", lambda: self.queue.record_page(
                 job_id, self.worker_id, pass_name, page, result))
+        elif kind == "plan":
+            child.plan = event.get("plan")
         elif kind == "result":
             child.result = event.get("summary") or {}
         elif kind == "failure":
@@ -559,7 +570,7 @@ class Supervisor:
         meter = child.meter
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
-                              child.last_page),
+                              child.last_page, child.plan),
                        self.cfg.memory.job_limit_mb, self.cfg.kernel_limit_mb)
         self.budget.learn(child.job.passes, meter.peak_uss_mb)
         record = _finished_record(child, end)

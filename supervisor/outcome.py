@@ -44,6 +44,7 @@ class Ending:
     peak_uss_mb: float | None = None  # None: never read (short jobs)
     peak_rss_mb: float = 0.0
     last_page: int | None = None
+    plan: dict[str, Any] | None = None  # the memory plan the child said it runs (the ocr pass's)
 
 
 def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> AttemptEnd:
@@ -72,4 +73,11 @@ def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> Att
         end.error = f"killed by {signal_name(signum)} without a result"
     else:
         end.error = f"exited with code {exit_code} without a result"
+    end.plan = ending.plan
+    if end.outcome == "oom" and ending.plan is not None:
+        # Memory is worth another try while the pass has a lighter plan; on its lightest, not.
+        end.lighter_plan = not ending.plan.get("lightest", True)
+        if not end.lighter_plan:
+            end.error = (f"{end.error} on the lightest memory plan ({ending.plan.get('dpi')} dpi, "
+                         f"{ending.plan.get('max_render_pixels')} pixels, {ending.plan.get('engine')})")
     return end

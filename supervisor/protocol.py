@@ -9,6 +9,8 @@ Standard library only, so `docsuper.passes` never pulls in the supervisor. It ho
     {"type": "started", "pid": …}                    the first pass is about to run
     {"type": "progress", "pass": "ocr", "done": 3, "total": 10, "rss_mb": 212.5}
     {"type": "page", "pass": "ocr", "page": 3, "result": {…}}   stored at once by the parent
+    {"type": "plan", "pass": "ocr", "plan": {"name": "lighter", "lightest": false, …}}
+                                                     the memory plan it runs, recorded with the attempt
     {"type": "result", "summary": {…}, "peak_rss_mb": …}   success; the child then exits 0
     {"type": "failure", "outcome": "error" | "invalid_input" | "oom",
      "message": "…", "traceback": "…", "peak_rss_mb": …}   the child then exits 1
@@ -51,6 +53,9 @@ class JobSpec:
     # Per-page results stored by earlier attempts, {pass: {page: result}}: a retry resumes after them.
     resume: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     workdir: str | None = None  # the job's private directory, made and removed by the parent
+    # Outcomes of the job's earlier attempts since it was (re)queued, oldest first: a pass that
+    # can run lighter (the ocr pass's memory plans) does so after each `oom`.
+    earlier_outcomes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         # Not dataclasses.asdict: it deep-copies every resumed page for every job.

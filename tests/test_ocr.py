@@ -408,8 +408,9 @@ def test_bad_inputs_are_dead_after_one_attempt_through_the_daemon(env: Any):
 @pytest.mark.ocr
 @pytest.mark.slow
 def test_a_killed_job_resumes_at_its_first_missing_page_through_the_daemon(env: Any):
-    """Two text-layer pages, then a scan: with a cap too small for the OCR engine the first
-    attempt is killed on page 3; the retry, with room, reads only page 3."""
+    """Two text-layer pages, then a scan: with a cap too small for the OCR engine every
+    memory plan is killed on page 3 and the job is dead; the retry, with room, reads only
+    page 3, on the standard plan again (a manual retry starts the plans over)."""
     import pymupdf
 
     path = env.root / "letter.pdf"
@@ -423,13 +424,15 @@ def test_a_killed_job_resumes_at_its_first_missing_page_through_the_daemon(env: 
     doc.close()
 
     [item] = json.loads(env.cli("submit", str(path), "--passes", "ocr", "--max-attempts", "1", "--json").stdout)
-    env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="60")
+    # The watchdog's cap, not the kernel's: the headroom keeps RLIMIT_DATA out of the way.
+    env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="30", DOCSUPER_MEMORY_KERNEL_HEADROOM_MB="1000")
     env.drain()
     with env.queue() as q:
         job = q.get(item["id"])
         first = q.attempts(job.id)
         stored = q.pages(job.id, "ocr")
     assert job.status == "dead" and job.last_outcome == "oom", (job.last_outcome, job.last_error)
+    assert [a.plan["name"] for a in first] == ["standard", "lighter", "lightest"]
     assert [p for _, p, _ in stored] == [1, 2]
 
     env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="450")
@@ -441,8 +444,62 @@ def test_a_killed_job_resumes_at_its_first_missing_page_through_the_daemon(env: 
     assert job.status == "succeeded", (job.last_outcome, job.last_error, first)
     summary = job.result["ocr"]
     assert (summary["resumed_pages"], summary["pages_ocr"], summary["pages"]) == (2, 1, 3)
+    assert summary["plan"] == "standard"
     assert [p for _, p, _ in stored] == [1, 2, 3]
     text = env.cli("show", item["id"], "--text").stdout
     pages = text.split("\f")
     assert len(pages) == 3 and pages[0].startswith("Page 1 line 0")
     assert docgen.cer(scan.text, pages[2]) <= CER_MAX
+
+
+def _poster(path: Path) -> list[str]:
+    """An A2 page scanned at 240 dpi (22 M pixels, large print): read whole, it needs ~170 MB
+    more than a page rendered within a lighter plan's 4 M pixels (~55 MB)."""
+    import random
+
+    import pymupdf
+
+    style = docgen.ScanStyle(dpi=240, page_size=(1191.0, 1684.0), fontsize=22, margin=90, angle=0, blur=0, noise=0)
+    lines = docgen.text_lines(random.Random(3), 8, 40)
+    doc = pymupdf.open()
+    page = doc.new_page(width=style.page_size[0], height=style.page_size[1])
+    page.insert_image(page.rect, stream=docgen.encode_jpeg(docgen.render_page(lines, style), 60))
+    doc.save(path)
+    doc.close()
+    return lines
+
+
+@pytest.mark.ocr
+@pytest.mark.slow
+def test_an_oom_is_retried_with_a_lighter_plan_through_the_daemon(env: Any):
+    """A page too big for the job's cap on the standard plan: the attempt ends `oom`, the
+    next one runs the lighter plan (lower resolution, smaller pixel budget) and succeeds.
+    Each attempt records its plan. With a cap no plan fits, the job is dead only after the
+    lightest plan failed too, and its error says so."""
+    path = env.root / "poster.pdf"
+    lines = _poster(path)
+    env.set(DOCSUPER_OCR_MAX_RENDER_PIXELS="40000000", DOCSUPER_MEMORY_JOB_LIMIT_MB="110")
+    [item] = json.loads(env.cli("submit", str(path), "--passes", "ocr", "--max-attempts", "1", "--json").stdout)
+    env.drain()
+    with env.queue() as q:
+        job = q.get(item["id"])
+        attempts = q.attempts(job.id)
+    assert job.status == "succeeded", (job.last_outcome, job.last_error, attempts)
+    assert [a.outcome for a in attempts] == ["oom", "succeeded"]
+    assert [a.plan["name"] for a in attempts] == ["standard", "lighter"]
+    assert attempts[1].plan["max_render_pixels"] == 4_000_000 and attempts[1].plan["dpi"] == 200
+    summary = job.result["ocr"]
+    assert (summary["plan"], summary["pages_ocr"]) == ("lighter", 1)
+    text = env.cli("show", item["id"], "--text").stdout
+    assert docgen.cer("\n".join(lines), text) <= 0.02
+    assert "plan lighter" in env.cli("show", item["id"]).stdout
+
+    env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="30", DOCSUPER_MEMORY_KERNEL_HEADROOM_MB="1000")
+    [item] = json.loads(env.cli("submit", str(path), "--passes", "ocr", "--max-attempts", "1", "--json").stdout)
+    env.drain()
+    with env.queue() as q:
+        job = q.get(item["id"])
+        attempts = q.attempts(job.id)
+    assert (job.status, job.last_outcome) == ("dead", "oom"), (job.last_error, attempts)
+    assert [a.plan["name"] for a in attempts] == ["standard", "lighter", "lightest"]
+    assert "lightest memory plan" in (job.last_error or "")
