@@ -362,6 +362,7 @@ def _low_res(dpi: int, quality: int) -> ScanStyle:
 def make_sample(kind: str, directory: Path, seed: int = 1, pages: int = 1, lines: int | None = None) -> Sample:
     """One document of `kind` (a key of SAMPLES) with `pages` pages in `directory`."""
     seeds = [seed * 100 + i for i in range(pages)]
+    directory.mkdir(parents=True, exist_ok=True)
     if kind.startswith("scan"):
         dpi, quality = SAMPLES[kind]
         ext = "pdf"
