@@ -7,7 +7,7 @@ import pytest
 
 from docsuper.passes import memory_plan, ocr
 from docsuper.passes.clinical_terms import Corrector, corrector, skeleton
-from docsuper.passes.tesseract_ocr import side_by_side
+from docsuper.passes.tesseract_ocr import two_columns, without_rules
 
 A4 = pymupdf.Rect(0, 0, 595, 842)
 
@@ -122,11 +122,23 @@ def test_a_deployment_adds_its_own_words(tmp_path):
 
 # --- Tesseract's layout ------------------------------------------------------------------
 
-def test_prose_columns_are_blocks_side_by_side():
-    left, right = (160, 150, 680, 900), (870, 160, 1350, 910)
-    assert side_by_side([left, right])
-    assert not side_by_side([left, (160, 950, 1350, 1300)])  # one above the other
-    assert not side_by_side([left])
+def test_only_two_prose_columns_are_read_as_columns():
+    """Two columns of prose: columns. A one-column letter, a ruled table (its rules painted
+    out, as the engine does first) and an empty page: one block, read row by row."""
+    import random
+
+    from tests import docgen
+
+    rng = random.Random(5)
+    two = docgen.ScanStyle(dpi=150, columns=2, fontsize=10, angle=0.5)
+    one = docgen.ScanStyle(dpi=150, angle=0.5)
+    rows, cols = docgen.lines_that_fit(two)
+    assert two_columns(docgen.render_page(docgen.text_lines(rng, rows, cols), two))
+    rows, cols = docgen.lines_that_fit(one)
+    assert not two_columns(docgen.render_page(docgen.text_lines(rng, rows, cols), one))
+    assert not two_columns(docgen.render_page(docgen.text_lines(rng, 12, cols), one))
+    assert not two_columns(without_rules(docgen.table_page(3, docgen.ScanStyle(dpi=150)).image))
+    assert not two_columns(docgen.render_page([], one))
 
 
 def test_an_oom_with_a_lighter_plan_left_is_retried_past_max_attempts():
