@@ -11,7 +11,7 @@ Why these settings (scripts/bench_ocr.py, figures in docs/ocr.md):
   reads degraded scans worse.
 - Page segmentation chosen per page (`ocr.tesseract_layout = "auto"`): one block
   (`--psm 6`) reads letters and tables row by row; Tesseract's layout analysis
-  (`--psm 3`) only for pages with prose columns side by side. Ruled lines are
+  (`--psm 3`) only for a page of two prose columns (`two_columns`). Ruled lines are
   painted out first: Tesseract reads cell borders as characters.
 - `tessedit_do_invert` off: Tesseract otherwise tries every line a second time as
   white-on-black text, which letters do not have.
