@@ -44,10 +44,12 @@ MIN_DPI = 200
 
 @dataclass(frozen=True)
 class EngineSettings:
-    det_max_side: int = 800   # 0: leave the detector's input size to RapidOCR
-    use_angle_cls: bool = False
-    rec_batch: int = 1
-    threads: int = 1          # 0: onnxruntime's default (one per core)
+    """RapidOCR's settings; their defaults and bounds are the `[ocr]` section's (config.OcrConfig)."""
+
+    det_max_side: int         # 0: leave the detector's input size to RapidOCR
+    use_angle_cls: bool
+    rec_batch: int
+    threads: int              # 0: onnxruntime's default (one per core)
 
     @classmethod
     def from_section(cls, ocr: "OcrConfig") -> "EngineSettings":

@@ -28,10 +28,11 @@ WORKLOAD = textwrap.dedent("""
     import sys
     import numpy, cv2, pymupdf
     from docsuper.passes.lean_ocr import EngineSettings, engine
+    from docsuper.supervisor.config import OcrConfig
     doc = pymupdf.open(sys.argv[1])
     pix = doc[0].get_pixmap(dpi=300, colorspace=pymupdf.csGRAY)
     image = numpy.frombuffer(pix.samples, dtype=numpy.uint8).reshape(pix.height, pix.width)
-    lines = engine(EngineSettings())(image)
+    lines = engine(EngineSettings.from_section(OcrConfig()))(image)
     print(f"ok: {len(lines)} lines")
 """)
 
