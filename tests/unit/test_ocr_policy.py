@@ -149,3 +149,19 @@ def test_an_oom_with_a_lighter_plan_left_is_retried_past_max_attempts():
     assert rules.next_state("error", 3, 3, lighter_plan=True) == "dead"  # only memory earns a lighter try
     close = rules.closing("oom", 1, 1, 5.0, lighter_plan=True)
     assert (close.state, close.counted, close.attempts) == ("queued", True, 1)
+
+
+def test_an_oom_on_the_lightest_plan_is_final_and_says_so():
+    from docsuper.supervisor.outcome import Ending, classify
+
+    lighter = {"name": "lighter", "dpi": 200, "max_render_pixels": 4_000_000, "engine": "tesseract", "lightest": False}
+    lightest = {**lighter, "name": "lightest", "dpi": 150, "max_render_pixels": 2_000_000, "lightest": True}
+    oom = {"stop_outcome": "oom", "stop_message": "used 120 MB"}
+    end = classify(Ending(9, plan=lighter, **oom), 100, 200)
+    assert (end.outcome, end.lighter_plan, end.plan, end.error) == ("oom", True, lighter, "used 120 MB")
+    end = classify(Ending(9, plan=lightest, **oom), 100, 200)
+    assert (end.outcome, end.lighter_plan) == ("oom", False)
+    assert end.error == "used 120 MB on the lightest memory plan (150 dpi, 2000000 pixels, tesseract)"
+    end = classify(Ending(9, stop_outcome="timeout", stop_message="slow", plan=lighter), 100, 200)
+    assert (end.outcome, end.lighter_plan, end.plan) == ("timeout", False, lighter)  # only memory earns it
+    assert classify(Ending(9, **oom), 100, 200).lighter_plan is False  # a pass without plans: the policy as ever
