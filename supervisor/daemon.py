@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +43,7 @@ from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, Wo
 from .redact import redact
 from .stopping import Running, decide_stops
 from .containment import JobCgroups, kill_marked
+from .drain import Tally, Waiting, waiting_for
 from .watchdog import ProcessTree
 from .workdirs import WorkDirs, remove
 
@@ -130,8 +131,8 @@ class Supervisor:
         self.queue_back_at: float | None = None
         self.queue_away = False
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
-        self.job_states: Counter[str] = Counter()  # the state each finished job was left in
-        self.drain_waiting_for: tuple[int, int] = (0, 0)
+        self.tally = Tally()  # the state each finished job was left in
+        self.drain_waiting: Waiting | None = None
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
         self._config = config.as_dict()
@@ -245,35 +246,26 @@ class Supervisor:
         return not (drain and self._drained(now))
 
     def _drained(self, now: float) -> bool:
-        """Nothing queued and nothing running anywhere: a job whose worker is gone comes back
-        when its lease expires, and one another worker runs may fail back into the queue."""
         if self.claim_wanted or self._has_queued():
             return False
         try:
             running = self.queue.list_jobs("running", limit=10_000)
-            if not running:
-                return True
-            # Gone: silent for two heartbeats (and a second of slack).
+            # Live: seen within two heartbeats (and a second of slack).
             seen_after = time.time() - 2 * self.cfg.queue.heartbeat_s - 1.0
-            live = {w.id for w in self.queue.workers() if w.last_seen >= seen_after}
+            live = {w.id for w in self.queue.workers() if w.last_seen >= seen_after} if running else set()
         except QueueError:
             return False  # cannot tell while the queue is away
-        orphaned = [j for j in running if j.lease_owner not in live]
-        if (len(running), len(orphaned)) != self.drain_waiting_for:
-            self.drain_waiting_for = (len(running), len(orphaned))
-            expires = min((j.lease_expires_at or 0.0 for j in orphaned), default=None)
-            self.log.info("drain_waiting", jobs=len(running), of_gone_workers=len(orphaned),
-                          reclaimable_in_s=round(max(0.0, expires - time.time()), 1) if expires else None)
-        return False
+        waiting = waiting_for(running, live, time.time())
+        if waiting is not None and waiting != self.drain_waiting:
+            self.drain_waiting = waiting
+            self.log.info("drain_waiting", **waiting.__dict__)
+        return waiting is None
 
     def _drain_summary(self) -> int:
-        """One line for the batch user; exit 1 when a job this run processed ended dead."""
-        states = ", ".join(f"{n} {state}" for state, n in sorted(self.job_states.items())) or "none"
-        dead = self.job_states.get("dead", 0)
-        self.log.info("drain_finished", jobs=self.jobs_done, states=dict(self.job_states))
-        print(f"docsuper: drained: {self.jobs_done} attempt(s) ended; jobs left {states}"
-              + (f"; {dead} dead (docsuper list --status dead)" if dead else ""), file=sys.stderr)
-        return 1 if dead else 0
+        line, code = self.tally.summary(self.jobs_done)
+        self.log.info("drain_finished", jobs=self.jobs_done, states=dict(self.tally.states))
+        print(line, file=sys.stderr)
+        return code
 
     def _tear_down(self) -> None:
         for child in self.children.values():
@@ -596,7 +588,7 @@ class Supervisor:
     def _write_end(self, job_id: str, end: AttemptEnd, delay: float, record: dict[str, Any]) -> str | None:
         state = self.queue.finish(job_id, self.worker_id, end, delay)
         if state is not None:
-            self.job_states[state] += 1
+            self.tally.add(state)
         if state is None:
             self.log.warning("job_result_discarded", job_id=job_id, outcome=end.outcome,
                              reason="the lease was lost; another worker owns the job now")

@@ -1,0 +1,51 @@
+"""`run --drain`: when a batch is done, and the one line that says how it went.
+
+Done means nothing queued and nothing running anywhere: a job whose worker is gone
+comes back when its lease expires (the heartbeat reclaims it), and a job another
+worker runs may fail back into the queue. A worker killed a moment ago still looks
+alive, so waiting for every running job is the only rule that cannot exit early.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .queue.base import Job
+
+
+@dataclass(frozen=True)
+class Waiting:
+    jobs: int
+    of_gone_workers: int
+    reclaimable_in_s: float | None  # the soonest lease of a gone worker's job to expire
+
+
+def waiting_for(running: Iterable[Job], live_workers: set[str], now: float) -> Waiting | None:
+    """What a drain still waits for; None when nothing runs."""
+    running = list(running)
+    if not running:
+        return None
+    gone = [j for j in running if j.lease_owner not in live_workers]
+    expires = min((j.lease_expires_at or now for j in gone), default=None)
+    return Waiting(len(running), len(gone), round(max(0.0, expires - now), 1) if expires is not None else None)
+
+
+@dataclass
+class Tally:
+    """The state each job this run finished was left in."""
+
+    states: Counter[str] = field(default_factory=Counter)
+
+    def add(self, state: str) -> None:
+        self.states[state] += 1
+
+    def summary(self, attempts: int) -> tuple[str, int]:
+        """The line for stderr, and the exit code: 1 when a job ended dead."""
+        left = ", ".join(f"{n} {state}" for state, n in sorted(self.states.items())) or "none"
+        dead = self.states.get("dead", 0)
+        line = f"docsuper: drained: {attempts} attempt(s) ended; jobs left {left}"
+        if dead:
+            line += f"; {dead} dead (docsuper list --status dead)"
+        return line, 1 if dead else 0
