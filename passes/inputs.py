@@ -7,8 +7,11 @@ Runs inside the child, before any heavy work:
 
 Sources: a local path (only under `inputs.allowed_roots`, symlinks resolved
 first), a `file://` URL (same rule), or an `http(s)://` URL streamed into the
-job's private work directory with a size cap, connect and read timeouts and an
-optional bearer token (Supabase Storage).
+job's private work directory with a size cap, connect and read timeouts, an
+overall deadline (`inputs.download_timeout_s`, so a server that trickles a byte
+a second cannot hold a worker slot until the job times out) and an optional
+bearer token (Supabase Storage). A URL that cannot be fetched as written (a bad
+port, a bad IPv6 literal, spaces or control characters) is `InvalidInput`.
 
 The type comes from the first bytes, never from the name: PDF, TIFF, PNG and
 JPEG are taken; anything else is refused. Validation then reads only headers
@@ -26,11 +29,15 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import socket
 import ssl
 import struct
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -71,6 +78,7 @@ class Limits:
     allowed_roots: tuple[str, ...]
     connect_timeout_s: float
     read_timeout_s: float
+    download_timeout_s: float
     bearer_token_env: str
     bearer_token_hosts: tuple[str, ...]
     bearer_token_header: str
@@ -88,6 +96,7 @@ class Limits:
             allowed_roots=section.allowed_roots,
             connect_timeout_s=section.connect_timeout_s,
             read_timeout_s=section.read_timeout_s,
+            download_timeout_s=section.download_timeout_s,
             bearer_token_env=section.bearer_token_env,
             bearer_token_hosts=tuple(h.lower() for h in section.bearer_token_hosts),
             bearer_token_header=section.bearer_token_header,
@@ -114,8 +123,11 @@ def resolve_source(source: str | None, limits: Limits, workdir: Path) -> tuple[P
     if source is None or not str(source).strip():
         raise InvalidInput("the job has no source (expected a path, file:// or http(s):// URL)")
     source = str(source).strip()
-    scheme = urlsplit(source).scheme.lower() if "://" in source else ""
+    scheme = source.partition("://")[0].lower() if "://" in source else ""
     if scheme in ("http", "https"):
+        problem = url_problem(source)
+        if problem:
+            raise InvalidInput(f"{redact(source)}: {problem}")
         return download(source, limits, workdir), True
     if scheme == "file":
         parts = urlsplit(source)
@@ -127,12 +139,38 @@ def resolve_source(source: str | None, limits: Limits, workdir: Path) -> tuple[P
     return local_path(source, limits), False
 
 
-def allowed_roots(limits: Limits) -> list[Path]:
-    roots = limits.allowed_roots or (os.getcwd(),)
+def url_problem(url: str) -> str | None:
+    """Why this http(s) URL can never be fetched as written, or None. The submitter
+    checks it too, so the mistake is refused before it is queued."""
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        return "a URL cannot contain spaces or control characters (percent-encode them)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port that is not a number from 0 to 65535, a bad [IPv6] literal
+        return f"malformed URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"unsupported scheme {parts.scheme}:// (use http:// or https://)"
+    if not parts.hostname:
+        return "the URL names no host"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    return None
+
+
+def allowed_roots(roots: tuple[str, ...]) -> list[Path]:
+    """`inputs.allowed_roots` as absolute directories (`~` is the home of the user running this)."""
     return [Path(root).expanduser().resolve() for root in roots]
 
 
 def local_path(raw: str, limits: Limits) -> Path:
+    """The resolved local file for a path source, if it lies under the allowed roots."""
+    return checked_local_path(raw, limits.allowed_roots)
+
+
+def checked_local_path(raw: str, roots: tuple[str, ...]) -> Path:
+    """`raw` resolved, checked to be a readable regular file under one of `roots` (the submitter
+    runs the same check against the same config, so a job is refused before it is queued)."""
     path = Path(raw).expanduser()
     try:
         # Resolve first: a symlink inside an allowed root may point anywhere.
@@ -141,9 +179,9 @@ def local_path(raw: str, limits: Limits) -> Path:
         raise InvalidInput(f"no such file: {raw}") from None
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         raise InvalidInput(f"cannot resolve {raw}: {exc}") from None
-    roots = allowed_roots(limits)
-    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        shown = ", ".join(str(r) for r in roots)
+    allowed = allowed_roots(roots)
+    if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
+        shown = ", ".join(str(r) for r in allowed) or "none: this worker takes URLs only"
         raise InvalidInput(f"{raw} is outside the allowed input directories ({shown}); see inputs.allowed_roots")
     if resolved.is_dir():
         raise InvalidInput(f"{raw} is a directory, not a document")
@@ -174,17 +212,55 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
 
 
+class _DeadlinePassed(Exception):
+    pass
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise _DeadlinePassed after `seconds`, whatever read or connect is blocking then.
+
+    Connect and read timeouts bound one wait each; a server that sends a byte a second
+    never trips them. A timer signal bounds the whole download. The child's main thread
+    is the only one that can receive it; elsewhere (a test's thread) there is no deadline."""
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _DeadlinePassed
+
+    try:
+        previous = signal.signal(signal.SIGALRM, expire)
+    except ValueError:  # not the main thread
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def download(url: str, limits: Limits, workdir: Path) -> Path:
-    """Stream `url` into workdir; never more than inputs.max_file_mb on disk or in memory."""
-    first_origin = _origin(url)
-    token = _token_headers(url, limits)
+    """Stream `url` into workdir; never more than inputs.max_file_mb on disk or in memory,
+    never longer than inputs.download_timeout_s."""
     # Signed URLs carry secrets in the query; user-info is a password or a token.
     shown = redact(urlsplit(url)._replace(query="", fragment="").geturl())
+    started = time.monotonic()
+    try:
+        with _deadline(limits.download_timeout_s):
+            return _download(url, limits, workdir, shown)
+    except _DeadlinePassed:
+        raise SourceUnavailable(f"{shown}: not downloaded within {limits.download_timeout_s:g} s "
+                                f"(inputs.download_timeout_s; {time.monotonic() - started:.1f} s spent)") from None
+
+
+def _download(url: str, limits: Limits, workdir: Path, shown: str) -> Path:
+    first_origin = _origin(url)
+    token = _token_headers(url, limits)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
+        if url_problem(current):
+            raise InvalidInput(f"{shown}: redirected to an unusable URL ({url_problem(current)})")
         parts = urlsplit(current)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise InvalidInput(f"{shown}: redirected to an unusable URL")
         headers = {"User-Agent": "docsuper", "Accept-Encoding": "identity"}
         # The token goes only to the origin it was configured for, never along a redirect elsewhere.
         if _origin(current) == first_origin:
@@ -274,7 +350,7 @@ def _save(response: http.client.HTTPResponse, limits: Limits, workdir: Path, sho
     except (OSError, http.client.HTTPException) as exc:
         path.unlink(missing_ok=True)
         raise SourceUnavailable(f"{shown}: download broken after {_mb(received)}: {exc}") from None
-    except InvalidInput:
+    except BaseException:  # too large, the overall deadline: no partial file stays behind
         path.unlink(missing_ok=True)
         raise
     if declared and declared.isdigit() and received < int(declared):

@@ -7,11 +7,13 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 from typing import Any, Callable, NoReturn, Sequence
 
 import click
+from click.core import ParameterSource
 
 from docsuper import __version__
 
@@ -21,6 +23,10 @@ from .redact import redact, redact_value, remember
 from .queue.base import JOB_STATES, Job, NewJob, Queue, QueueError, SchemaOutdated, open_queue
 
 EXIT_USAGE = 2
+# PostgreSQL's `integer` column; SQLite would overflow at 2**63 with a traceback.
+PRIORITY_LIMIT = 2**31 - 1
+# Built-in passes that read the job's document, so a job without one can only fail.
+DOCUMENT_PASSES = frozenset({"ocr"})
 
 
 class Failure(Exception):
@@ -59,6 +65,12 @@ class DocsuperGroup(click.Group):
             # The reader went away (`docsuper list | head`): nothing more to say, and nowhere to say it.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
+        except Exception as exc:  # a bug, or a failure nobody foresaw: still one line, with where it happened
+            if os.environ.get("DOCSUPER_TRACEBACK"):
+                raise
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            _fail(f"unexpected {type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno}; "
+                  "DOCSUPER_TRACEBACK=1 shows the traceback)", 1)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -82,9 +94,14 @@ class State:
             _remember_secrets(self._config)
         return self._config
 
-    def queue(self, check_schema: bool = True) -> Queue:
+    def queue(self, check_schema: bool = True, create: bool = False) -> Queue:
+        """The configured queue. Only `run`, `submit` and `migrate` may `create` one: any other
+        command finding none says where it looked instead of showing an empty queue."""
+        cfg = self.config
+        if cfg.queue.url.startswith("sqlite:"):
+            _check_sqlite_location(cfg, create)
         try:
-            queue = open_queue(self.config.queue.url, self.config.queue.schema, listen=self.config.queue.listen)
+            queue = open_queue(cfg.queue.url, cfg.queue.schema, listen=cfg.queue.listen)
             if check_schema:
                 queue.check_schema()
             return queue
@@ -92,6 +109,39 @@ class State:
             raise Failure(str(exc), EXIT_USAGE) from None
         except QueueError as exc:
             raise Failure(str(exc)) from None
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_location(cfg: Config, create: bool) -> None:
+    """Refuse, in one line, a SQLite queue URL that names a directory, a file that is not SQLite,
+    a path below a regular file, or (unless `create`) no file at all."""
+    raw = cfg.queue.url[len("sqlite:///"):]
+    path = Path(os.path.abspath(raw))
+    where = f"queue.url {cfg.queue.url}" + (f" from {cfg.origins['queue.url']}" if "queue.url" in cfg.origins
+                                            else " (the default)")
+    try:
+        if path.is_dir():
+            raise Failure(f"{path} is a directory, not a SQLite queue ({where})", EXIT_USAGE)
+        if path.exists():
+            with open(path, "rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+            if head and head != SQLITE_HEADER:
+                raise Failure(f"{path} is not a SQLite database, so not a docsuper queue ({where})", EXIT_USAGE)
+            return
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise Failure(f"{path} cannot be a queue: {parent} is a file, not a directory ({where})",
+                                  EXIT_USAGE)
+                break
+    except OSError as exc:
+        raise Failure(f"cannot read the queue at {path}: {exc.strerror or exc} ({where})", EXIT_USAGE) from None
+    if not create:
+        relative = "" if raw.startswith("/") else f", relative to {os.getcwd()}"
+        raise Failure(f"no queue at {path} ({where}{relative}); `docsuper submit` or `docsuper run` creates it "
+                      "- or run this where the queue is, or set DOCSUPER_QUEUE_URL", EXIT_USAGE)
 
 
 def _remember_secrets(cfg: Config) -> None:
@@ -139,7 +189,7 @@ def run(state: State, drain: bool) -> None:
     from .daemon import Supervisor
     from .launcher import LaunchError
 
-    queue = state.queue()
+    queue = state.queue(create=True)
     with queue:
         try:
             code = Supervisor(state.config, queue).run(drain=drain)
@@ -208,22 +258,43 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-def _source(path: str) -> str:
-    if "://" in path:
-        if not path.startswith(("file://", "http://", "https://")):
-            raise Failure(f"{path}: unsupported source (use a path, file://, http:// or https://)", EXIT_USAGE)
+def _source(path: str, cfg: Config) -> str:
+    """The job's source for a PATH or URL argument, refused now if the worker could never read it
+    (the same checks the child makes, against the same config)."""
+    from docsuper.passes.api import InvalidInput
+    from docsuper.passes.inputs import checked_local_path, url_problem
+
+    scheme = path.partition("://")[0].lower() if "://" in path else ""
+    if scheme in ("http", "https"):
+        problem = url_problem(path)
+        if problem:
+            raise Failure(f"{path}: {problem}", EXIT_USAGE)
         return path
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.is_file():
+    if scheme and scheme != "file":
+        raise Failure(f"{path}: unsupported source (use a path, file://, http:// or https://)", EXIT_USAGE)
+    local = unquote(urlsplit(path).path) if scheme == "file" else path
+    if not Path(local).expanduser().exists():
         raise Failure(f"{path}: no such file", EXIT_USAGE)
-    return str(resolved)
+    try:
+        resolved = checked_local_path(local, cfg.inputs.allowed_roots)
+    except InvalidInput as exc:
+        message = str(exc)
+        if "outside the allowed input directories" in message:
+            parent = Path(local).expanduser().resolve().parent
+            roots = ",".join(cfg.inputs.allowed_roots + (str(parent),))
+            message += (f"; to take it, add {parent} for the daemon and submit alike "
+                        f"(DOCSUPER_INPUTS_ALLOWED_ROOTS={roots} or inputs.allowed_roots in config.toml)")
+        raise Failure(message, EXIT_USAGE) from None
+    return path if scheme == "file" else str(resolved)
 
 
 @main.command()
 @click.argument("paths", nargs=-1)
-@click.option("--priority", type=int, default=0, show_default=True, help="higher runs first")
+@click.option("--priority", type=click.IntRange(-PRIORITY_LIMIT, PRIORITY_LIMIT), default=0, show_default=True,
+              help="higher runs first")
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="default: retry.max_attempts")
-@click.option("--passes", default="ocr", show_default=True, help="comma-separated pass names, run in order")
+@click.option("--passes", default="ocr", show_default=True,
+              help="comma-separated pass names, run in order; without PATH, name passes that need no document")
 @click.option("--option", "options", multiple=True, help="KEY=VALUE handed to the passes (repeatable)")
 @click.option("--count", type=click.IntRange(1, 1_000_000), default=1, help="jobs per path (or without paths)")
 @click.option("--json", "as_json", is_flag=True)
@@ -240,12 +311,18 @@ def submit(state: State, paths: tuple[str, ...], priority: int, max_attempts: in
     if not names or unknown:
         raise Failure(f"--passes: unknown pass {', '.join(unknown) or '(none given)'}; "
                       f"installed: {', '.join(known)}", EXIT_USAGE)
-    sources: list[str | None] = [_source(p) for p in paths] or [None]
+    if not paths and (click.get_current_context().get_parameter_source("passes") is ParameterSource.DEFAULT
+                      or DOCUMENT_PASSES.intersection(names)):
+        # An empty shell variable (`docsuper submit $FILE`) would queue a job that can only fail.
+        raise Failure(f"submit: no PATH or URL given, and {', '.join(sorted(DOCUMENT_PASSES & set(names)))} "
+                      "needs a document (jobs without one: --passes with diagnostic passes, e.g. --passes noop)",
+                      EXIT_USAGE)
+    sources: list[str | None] = [_source(p, state.config) for p in paths] or [None]
     opts = _parse_options(options)
     attempts = max_attempts or state.config.retry.max_attempts
     jobs = [NewJob(source=s, passes=names, options=opts, priority=priority, max_attempts=attempts)
             for s in sources for _ in range(count)]
-    with state.queue() as queue:
+    with state.queue(create=True) as queue:
         ids = queue.submit(jobs)
     if as_json:
         click.echo(json.dumps([{"id": i, "source": redact(j.source or "") or None} for i, j in zip(ids, jobs)]))
@@ -428,7 +505,7 @@ def cancel(state: State, job_id: str) -> None:
 @_guard
 def migrate(state: State) -> None:
     """Create or update the queue's tables."""
-    with state.queue(check_schema=False) as queue:
+    with state.queue(check_schema=False, create=True) as queue:
         applied = queue.migrate()
     click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
@@ -471,4 +548,4 @@ from .opscli import register as _register_ops_commands  # noqa: E402 (healthchec
 _register_ops_commands(main, Failure)
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="docsuper")

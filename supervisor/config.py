@@ -142,6 +142,14 @@ def _postgres_url_problem(url: str) -> str | None:
     return None
 
 
+def _roots_check(roots: tuple[str, ...]) -> str | None:
+    # Relative roots would mean something else to `submit` and to the daemon, each in its own directory.
+    relative = [r for r in roots if not (r.startswith("/") or r == "~" or r.startswith("~/"))]
+    if relative:
+        return f"must be absolute paths or start with ~ ({', '.join(relative)} is relative)"
+    return None
+
+
 def _schema_name_check(value: str) -> str | None:
     # The PostgreSQL backend checks the same rule (it quotes the name into every statement).
     if re.fullmatch(r"[a-z_][a-z0-9_]{0,46}", value):
@@ -160,7 +168,7 @@ def _child_env_check(names: tuple[str, ...]) -> str | None:
 @dataclass(frozen=True)
 class QueueConfig(Section):
     section: ClassVar[str] = "queue"
-    url: str = setting("sqlite:///docsuper.db", check=_queue_url_check, secret=True,
+    url: str = setting("sqlite:///var/docsuper.db", check=_queue_url_check, secret=True,
                        help="sqlite:///PATH (embedded default) or postgresql://… (DATABASE_URL)")
     schema: str = setting("docsuper", check=_schema_name_check, help="PostgreSQL schema holding docsuper's tables")
     poll_interval_s: float = setting(5.0, min=0.05, max=3600, help="idle poll when no NOTIFY arrives")
@@ -214,13 +222,17 @@ class RetryConfig(Section):
 @dataclass(frozen=True)
 class InputsConfig(Section):
     section: ClassVar[str] = "inputs"
-    allowed_roots: tuple[str, ...] = setting((), help="local paths must lie under one of these "
-                                                      "(empty: the working directory)")
+    allowed_roots: tuple[str, ...] = setting(("~",), check=_roots_check,
+                                             help="local paths must lie under one of these (absolute, or ~ for "
+                                                  "the home of the user running docsuper; [] = URLs only)")
     max_file_mb: float = setting(100.0, min=0.001, max=1 << 20)
     max_pages: int = setting(1000, min=1, max=1 << 20)
     max_page_pixels: int = setting(60_000_000, min=1, max=1 << 40, help="largest page or image, in pixels")
     connect_timeout_s: float = setting(10.0, min=0.1, max=600)
-    read_timeout_s: float = setting(60.0, min=0.1, max=3600)
+    read_timeout_s: float = setting(60.0, min=0.1, max=3600, help="longest wait for the next bytes of a download")
+    download_timeout_s: float = setting(300.0, min=1, max=86400,
+                                        help="a whole download, connect to last byte (a source that trickles "
+                                             "is cut off here, not at the job timeout)")
     bearer_token_env: str = setting("", help="environment variable holding a bearer token for http(s) sources")
     bearer_token_hosts: tuple[str, ...] = setting((), help="hosts the token is sent to "
                                                            "(empty: every http(s) source host)")
@@ -338,8 +350,12 @@ def env_name(section: str, key: str) -> str:
     return f"DOCSUPER_{section}_{key}".upper()
 
 
-def _has_control_chars(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+def _text_problem(text: str) -> str | None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "must not contain control characters"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):  # bytes that were not UTF-8, as Python keeps them from environ
+        return "must be UTF-8 text"
+    return None
 
 
 def _convert(section: str, name: str, spec: Key, raw: Any, origin: str) -> Any:
@@ -388,13 +404,15 @@ def _convert(section: str, name: str, spec: Key, raw: Any, origin: str) -> Any:
             value = tuple(raw)
         else:
             raise bad("must be a list of strings (comma-separated in the environment)")
-        if any(_has_control_chars(v) for v in value):
-            raise bad("must not contain control characters")
+        problem = next((p for p in map(_text_problem, value) if p), None)
+        if problem:
+            raise bad(problem)
     else:
         if not isinstance(raw, str):
             raise bad("must be a string")
-        if _has_control_chars(raw):
-            raise bad("must not contain control characters")
+        problem = _text_problem(raw)
+        if problem:
+            raise bad(problem)
         value = raw
     if spec.min is not None and value < spec.min:
         raise bad(f"must be at least {spec.min:g}")
@@ -446,7 +464,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

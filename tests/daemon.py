@@ -48,6 +48,7 @@ class Env:
         self.vars.update(FAST)
         self.vars["DOCSUPER_QUEUE_URL"] = self.url
         self.vars["DOCSUPER_CONFIG"] = str(root / "none.toml")
+        self.vars["DOCSUPER_INPUTS_ALLOWED_ROOTS"] = str(root)  # the tests' documents live here
         (root / "none.toml").write_text("")
         self.vars[PRELOAD] = LIGHT_PRELOAD
         self.vars["DOCSUPER_WORKERS_WORK_DIR"] = str(root / "work")

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from docsuper.supervisor.config import SCHEMA, Config, ConfigError, InputsConfig, OcrConfig, load_config
+from docsuper.supervisor.cli import main
+from docsuper.supervisor.config import (ENV_ALIASES, SCHEMA, Config, ConfigError, InputsConfig, OcrConfig, env_name,
+                                        load_config)
 
 from .daemon import Env
 
@@ -132,3 +138,111 @@ def test_run_refuses_a_lease_shorter_than_three_heartbeats_in_one_line(env: Env)
     assert result.returncode == 2, result.stderr
     assert result.stderr == ("docsuper: queue.lease_s (from DOCSUPER_QUEUE_LEASE_S): must be at least 3 heartbeats "
                              "(3 × queue.heartbeat_s 1 (from DOCSUPER_QUEUE_HEARTBEAT_S) = 3), got 2\n")
+
+
+# --- every key, every kind of wrong value: one line, exit 2, no traceback (issue 9.3) ------------
+
+_ENV_BAD = {
+    int: ["lots", "inf", "-inf", "1e400", "nan", "4.5", "99999999999999999999", "-99999999999999999999", "\udcff"],
+    float: ["lots", "inf", "-inf", "1e400", "nan", "1e300", "-1e300", "\udcff"],
+    bool: ["maybe", "2", "\udcff"],
+    str: ["\udcff", "a\x01b"],
+    tuple: ["\udcff", "ok,a\x01b"],
+}
+_TOML_BAD = {
+    int: ["inf", "-inf", "nan", "1e400", "4.5", "99999999999999999999", "-99999999999999999999", '"lots"', "true",
+          "[1]"],
+    float: ["inf", "-inf", "nan", "1e400", "1e300", "-1e300", '"lots"', "true", "[1]"],
+    bool: ["1", '"maybe"', "[true]", "inf"],
+    str: ["1", "true", "[1]", '"a\\u0000b"', "{a = 1}"],
+    tuple: ["1", "[1, 2]", '["a\\u0007"]', "{a = 1}"],
+}
+
+
+def _cases() -> list[tuple[str, str, str, str]]:
+    """(key, 'env' or 'toml', how the bad value is written, what it is) for every key."""
+    cases = []
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            kind = key.kind
+            env_values = list(_ENV_BAD[kind]) + (["bogus"] if key.choices else [])
+            toml_values = list(_TOML_BAD[kind]) + (['"bogus"'] if key.choices else [])
+            cases += [(f"{section}.{name}", "env", value, repr(value)) for value in env_values]
+            cases += [(f"{section}.{name}", "toml", value, value) for value in toml_values]
+    return cases
+
+
+def _one_line_exit_2(result: Any) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("docsuper: "), result.stderr
+    return lines[0]
+
+
+def test_every_key_refuses_every_kind_of_wrong_value_in_one_line(tmp_path: Path):
+    runner = CliRunner()
+    cases = _cases()
+    assert len(cases) > 600  # every key of every section, both ways
+    clean_env = {name: None for name in os.environ if name.startswith("DOCSUPER_") or name in ENV_ALIASES}
+    for key, how, value, shown in cases:
+        section, name = key.split(".")
+        config = tmp_path / "c.toml"
+        if how == "env":
+            config.write_text("")
+            env = {**clean_env, env_name(section, name): value}
+        else:
+            config.write_text(f"[{section}]\n{name} = {value}\n")
+            env = clean_env
+        result = runner.invoke(main, ["--config", str(config), "config"], env=env)
+        line = _one_line_exit_2(result)
+        assert f"docsuper: {key} (from " in line, (key, how, shown, line)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[workers]\nconcurrency = 3 # caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+    (b"\xff\xfe[\x00w\x00", "not UTF-8 text"),
+    (b"[workers]\n" + b"# padding\n" * 120_000, "larger than 1 MB; not a configuration file"),
+    (b"queue = 1\n", "queue must be a table"),
+    (b"[workers\n", "not valid TOML"),
+    (b"\x7fELF\x02\x01\x01\x00", "not valid TOML"),
+])
+def test_a_config_file_that_is_not_a_config_file_is_one_line(tmp_path: Path, content: bytes, message: str):
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    line = _one_line_exit_2(CliRunner().invoke(main, ["--config", str(path), "config"]))
+    assert message in line
+
+
+def test_config_dev_zero_is_a_bounded_read(tmp_path: Path):
+    started = time.monotonic()
+    line = _one_line_exit_2(CliRunner().invoke(main, ["--config", "/dev/zero", "config"]))
+    assert "larger than 1 MB" in line and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("url, message", [
+    ("sqlite:///", "must name a file"),
+    ("sqlite:///:memory:", "must name a file"),
+    ("sqlite:q.db", "sqlite:///RELATIVE/PATH"),
+    ("postgresql://u:pw-7d1@127.0.0.1:99999/test", "port '99999'"),
+    ("postgresql://u:pw-7d1@[::1/test", "IPv6"),
+    ("postgresql://u:pw-7d1@127.0.0.1/test?bogus=1", 'invalid URI query parameter: "bogus"'),
+    ("mysql://u:pw-7d1@127.0.0.1/test", "must start with sqlite:/// or postgresql://"),
+])
+def test_a_queue_url_that_cannot_hold_jobs_is_refused(url: str, message: str):
+    # Issue 9.3/9.4: a bad PostgreSQL URL and sqlite:q.db exited 1; sqlite:/// and :memory: took jobs no one saw.
+    result = CliRunner().invoke(main, ["--config", "/dev/null", "status"], env={"DOCSUPER_QUEUE_URL": url})
+    line = _one_line_exit_2(result)
+    assert message in line and "pw-7d1" not in line
+
+
+def test_a_bad_schema_name_is_refused_by_the_config():
+    result = CliRunner().invoke(main, ["--config", "/dev/null", "status"],
+                                env={"DOCSUPER_QUEUE_URL": "postgresql://127.0.0.1/test",
+                                     "DOCSUPER_QUEUE_SCHEMA": "robert'); drop table jobs;--"})
+    assert "queue.schema (from DOCSUPER_QUEUE_SCHEMA): must be lower-case letters" in _one_line_exit_2(result)
+
+
+def test_relative_allowed_roots_are_refused():
+    with pytest.raises(ConfigError, match=r"inputs.allowed_roots .*: must be absolute paths or start with ~"):
+        load_config("/dev/null", {"DOCSUPER_INPUTS_ALLOWED_ROOTS": "/srv/inbox,scans"})

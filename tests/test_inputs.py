@@ -9,6 +9,8 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -281,15 +283,22 @@ def test_a_symlink_out_of_an_allowed_root_is_refused(tmp_path: Path):
         inputs.resolve_source(str(inside / "innocent.pdf"), lim, tmp_path / "work")
 
 
-def test_empty_allowed_roots_means_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    (tmp_path / "cwd").mkdir()
-    docgen.text_pdf(tmp_path / "cwd" / "here.pdf", [["in the working directory"]])
-    docgen.text_pdf(tmp_path / "there.pdf", [["above it"]])
-    monkeypatch.chdir(tmp_path / "cwd")
-    lim = limits(tmp_path, allowed_roots=[])
-    assert inputs.resolve_source("here.pdf", lim, tmp_path / "work")[0] == tmp_path / "cwd" / "here.pdf"
+def test_the_default_root_is_home_and_an_empty_list_takes_urls_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Issue 9.7: the old default (the daemon's working directory) meant something else to every shell.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    docgen.text_pdf(tmp_path / "home" / "here.pdf", [["in the home directory"]])
+    docgen.text_pdf(tmp_path / "there.pdf", [["outside it"]])
+    config = load_config("/dev/null", {}).as_dict()
+    assert config["inputs"]["allowed_roots"] == ["~"]
+    lim = inputs.Limits.from_config(config)
+    assert inputs.resolve_source(str(tmp_path / "home" / "here.pdf"), lim, tmp_path / "work")[0] \
+        == tmp_path / "home" / "here.pdf"
     with pytest.raises(InvalidInput, match="outside the allowed input directories"):
         inputs.resolve_source(str(tmp_path / "there.pdf"), lim, tmp_path / "work")
+    with pytest.raises(InvalidInput, match="none: this worker takes URLs only"):
+        inputs.resolve_source(str(tmp_path / "home" / "here.pdf"), limits(tmp_path, allowed_roots=[]),
+                              tmp_path / "work")
 
 
 # --- http(s) sources -----------------------------------------------------------------------
@@ -437,6 +446,66 @@ def test_http_read_timeout(tmp_path: Path, server: Any):
     with pytest.raises(inputs.SourceUnavailable, match="no data for 0.5 s"):
         inputs.resolve_source(f"{base}/slow", limits(tmp_path, read_timeout_s=0.5), tmp_path / "work")
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_source_that_trickles_a_byte_a_second_is_cut_off_at_the_download_deadline(
+        tmp_path: Path, server: Any, where: str):
+    # Issue 9.6: each byte arrives within the read timeout, so only an overall deadline ends it.
+    base, routes, _ = server
+
+    def trickle(handler: http.server.BaseHTTPRequestHandler) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+        slow = (head + b"%PDF-1.7\n") if where == "headers" else b"%PDF-1.7\n" + b"x" * 100
+        if where == "body":
+            handler.wfile.write(head)
+        try:
+            for byte in slow[:30]:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass  # the client gave up: what the test wants
+
+    routes["/trickle"] = trickle
+    started = time.monotonic()
+    with pytest.raises(inputs.SourceUnavailable, match=r"not downloaded within 3 s \(inputs.download_timeout_s"):
+        inputs.resolve_source(f"{base}/trickle", limits(tmp_path, read_timeout_s=2, download_timeout_s=3),
+                              tmp_path / "work")
+    assert 3 <= time.monotonic() - started < 5
+    assert not (tmp_path / "work" / "source").exists()
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the timer is put away
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("http://127.0.0.1:99999/a.pdf", "Port out of range"),
+    ("http://127.0.0.1:http/a.pdf", "Port could not be cast"),
+    ("http://[::1/a.pdf", "Invalid IPv6 URL"),
+    ("http://[not-an-address]/a.pdf", "does not appear to be an IPv4 or IPv6 address"),
+    ("http://127.0.0.1/a.pdf\r\nX-Injected: 1", "spaces or control characters"),
+    ("http://127.0.0.1/scan 1.pdf", "spaces or control characters"),
+    ("http:///a.pdf", "names no host"),
+    ("http://127.0.0.1:0/a.pdf", "port 0"),
+])
+def test_a_malformed_url_is_invalid_input_on_the_first_attempt(tmp_path: Path, url: str, problem: str):
+    # Issue 9.6: these ended as `error` and were retried.
+    with pytest.raises(InvalidInput, match=re.escape(problem)):
+        inputs.resolve_source(url, limits(tmp_path), tmp_path / "work")
+    assert inputs.url_problem(url) is not None
+
+
+def test_a_malformed_url_through_the_child_is_invalid_input(tmp_path: Path):
+    config = load_config("/dev/null", {}).as_dict()
+    events_path = tmp_path / "events"
+    fd = os.open(events_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        code = run_job(JobSpec(job_id="badurl", attempt=1, source="https://u:pw-9c1@[::1/a.pdf", passes=["ocr"],
+                               config=config), fd)
+    finally:
+        os.close(fd)
+    failure = [json.loads(line) for line in events_path.read_text().splitlines()][-1]
+    assert code == 1 and failure["outcome"] == "invalid_input" and "Invalid IPv6 URL" in failure["message"]
+    assert "pw-9c1" not in failure["message"]
 
 
 def test_connection_refused_is_worth_a_retry(tmp_path: Path):
