@@ -42,7 +42,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
 from docsuper.supervisor.config import InputsConfig, OcrConfig
-from docsuper.supervisor.redact import redact
+from docsuper.supervisor.redact import redact, remember
 
 from .api import InvalidInput, PassContext
 
@@ -196,6 +196,7 @@ def _token_headers(url: str, limits: Limits) -> dict[str, str]:
     if not limits.bearer_token_env:
         return {}
     token = os.environ.get(limits.bearer_token_env, "")
+    remember(token)  # a server may echo it back in an error this job then stores
     host = (urlsplit(url).hostname or "").lower()
     if not token or (limits.bearer_token_hosts and host not in limits.bearer_token_hosts):
         return {}
@@ -315,7 +316,7 @@ def _connect(parts: Any, limits: Limits, shown: str) -> http.client.HTTPConnecti
 
 
 def _refuse_status(shown: str, status: int, reason: str) -> None:
-    message = f"{shown}: HTTP {status} {reason}".rstrip()
+    message = redact(f"{shown}: HTTP {status} {reason}".rstrip())
     # 408, 425, 429 and 5xx are the server's state, not the document's: worth a retry.
     if status in (408, 425, 429) or status >= 500:
         raise SourceUnavailable(message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -332,6 +333,21 @@ def submit(state: State, paths: tuple[str, ...], priority: int, max_attempts: in
 
 
 # -- operators --------------------------------------------------------------
+DISK_FULL_BELOW_BYTES = 1 << 20
+
+
+def _warn_if_disk_full(cfg: Config) -> None:
+    """Reading works on a full disk, so `status` would look healthy while nothing can be recorded."""
+    if not cfg.queue.url.startswith("sqlite:"):
+        return
+    where = Path(os.path.abspath(cfg.queue.url[len("sqlite:///"):])).parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return
+    if free < DISK_FULL_BELOW_BYTES:
+        click.echo(f"docsuper: disk full: {free >> 10} KB free where the queue is ({where}); no job can be "
+                   "submitted or finished until space is freed", err=True)
 def _ago(t: float | None) -> str:
     if t is None:
         return "-"
@@ -376,6 +392,7 @@ def status(state: State, as_json: bool) -> None:
         })))
         return
     click.echo("  ".join(f"{s} {counts[s]}" for s in JOB_STATES))
+    _warn_if_disk_full(state.config)
     if workers:
         click.echo("\nworkers")
         for w in workers:

@@ -12,15 +12,17 @@ plain reads. The statements are in `sqlite.sql`, the rules in `rules.py`.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from . import queries, rules
 from .base import NewJob
-from .errors import QueueError, SchemaOutdated
+from .errors import QueueError, QueueUnavailable, SchemaOutdated
 from .sqlqueue import SQLQueue, Tx
 
 T = TypeVar("T")
@@ -29,6 +31,9 @@ T = TypeVar("T")
 BUSY_TIMEOUT_S = 60.0
 # UPDATE … FROM (3.33) and RETURNING (3.35).
 MIN_SQLITE = (3, 35, 0)
+# Below this much free space a "disk I/O error" is taken for a full disk (SQLite says so when it
+# cannot grow its -shm or -wal file, where a full main file gives "database or disk is full").
+FULL_BELOW_BYTES = 1 << 20
 
 STATEMENTS = queries.load("sqlite.sql")
 MIGRATIONS = queries.migrations("sqlite")
@@ -82,21 +87,43 @@ class SQLiteQueue(SQLQueue):
             raise QueueError(f"the SQLite queue needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; "
                              f"this Python has {sqlite3.sqlite_version}")
         self.url = url
-        path = sqlite_path(url)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = self._path = sqlite_path(url)
+        with self._full_disk_is_an_outage():
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                           check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise QueueError(f"cannot open the SQLite queue at {path}: {exc}") from None
+            self._db.row_factory = sqlite3.Row
+            self._tx = _SQLiteTx(self._db)
+            self._tx.run("busy_timeout")
+            self._with_busy_retry(lambda: self._tx.run("journal_wal"))
+            self._tx.run("synchronous_normal")
+            self._tx.run("foreign_keys_on")
+            # The embedded queue needs no set-up step: it brings its own schema up to date.
+            self.migrate()
+
+    @contextmanager
+    def _full_disk_is_an_outage(self) -> Iterator[None]:
+        """A full filesystem is the queue being away, not a bug: QueueUnavailable, which the
+        daemon rides out through its outbox and the CLI prints as one line."""
         try:
-            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise QueueError(f"cannot open the SQLite queue at {path}: {exc}") from None
-        self._db.row_factory = sqlite3.Row
-        self._tx = _SQLiteTx(self._db)
-        self._tx.run("busy_timeout")
-        self._with_busy_retry(lambda: self._tx.run("journal_wal"))
-        self._tx.run("synchronous_normal")
-        self._tx.run("foreign_keys_on")
-        # The embedded queue needs no set-up step: it brings its own schema up to date.
-        self.migrate()
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not self._disk_full(exc):
+                raise
+            raise QueueUnavailable(f"disk full: the SQLite queue at {Path(self._path).resolve()} cannot be "
+                                   f"written ({exc}); free space on its filesystem") from None
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        if "full" in str(exc).lower() or getattr(exc, "errno", None) == 28:  # ENOSPC
+            return True
+        try:
+            return shutil.disk_usage(Path(self._path).resolve().parent).free < FULL_BELOW_BYTES
+        except OSError:
+            return False
 
     def _with_busy_retry(self, fn: Callable[[], T]) -> T:
         deadline = time.monotonic() + BUSY_TIMEOUT_S
@@ -111,16 +138,18 @@ class SQLiteQueue(SQLQueue):
     def _transaction(self, fn: Callable[[Tx], T], verify: Callable[[Tx], T] | None = None,
                      write: bool = True) -> T:
         # `verify` is for a connection lost during COMMIT, which a file cannot do.
-        if not write:
-            return fn(self._tx)
-        self._with_busy_retry(lambda: self._tx.run("begin_write"))
-        try:
-            result = fn(self._tx)
-        except BaseException:
-            self._tx.run("rollback")
-            raise
-        self._tx.run("commit")
-        return result
+        with self._full_disk_is_an_outage():
+            if not write:
+                return fn(self._tx)
+            self._with_busy_retry(lambda: self._tx.run("begin_write"))
+            try:
+                result = fn(self._tx)
+                self._tx.run("commit")  # a COMMIT that finds the disk full leaves the transaction open
+            except BaseException:
+                if self._db.in_transaction:
+                    self._tx.run("rollback")
+                raise
+            return result
 
     def _decode(self, row: Mapping[str, Any]) -> dict[str, Any]:
         data = dict(row)
