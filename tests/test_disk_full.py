@@ -33,12 +33,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Take every free byte of the filesystem; returns the file to delete to give them back."""
     filler = disk / "filler"
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:
         block = b"\0" * (64 << 10)
         try:
             while True:
                 fh.write(block)
-                fh.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     # Single bytes too: the last partial block.
