@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from .redact import redact_value
 
@@ -49,3 +49,26 @@ class Logger:
     def debug(self, event: str, **fields: Any) -> None:
         self.log("debug", event, **fields)
 
+
+
+class OutageLog:
+    """One `queue_unavailable` line when the queue goes away and one `queue_available` line when it
+    answers again, however many calls fail in between (a full disk or a database restart would
+    otherwise log every heartbeat, claim and retry). The failures in between count in `failures`."""
+
+    def __init__(self, logger: Logger, clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self._clock = clock
+        self.since: float | None = None
+        self.failures = 0
+
+    def away(self, action: str, error: BaseException | str, **fields: Any) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = self._clock()
+            self._log.warning("queue_unavailable", action=action, error=str(error), **fields)
+
+    def back(self) -> None:
+        if self.since is not None:
+            self._log.info("queue_available", after_s=round(self._clock() - self.since, 1), failures=self.failures)
+            self.since, self.failures = None, 0
