@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from docsuper.supervisor.queue.base import NewJob
+
 from .daemon import Env
 
 
@@ -55,8 +57,8 @@ def test_retry_cancel_and_dead_letters(env: Env):
 
 
 def test_show_text_joins_pages_with_form_feeds(env: Env):
-    [job_id] = env.submit("ocr")
     with env.queue() as q:  # OCR page results as a worker stores them, without running the OCR stack
+        [job_id] = q.submit([NewJob(source=str(env.root / "a.pdf"), passes=["ocr"])])
         q.claim("w", 1, 60)
         for page, text in ((2, "second page"), (1, "first page"), (3, "")):
             assert q.record_page(job_id, "w", "ocr", page, {"text": text})
