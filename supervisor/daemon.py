@@ -32,7 +32,7 @@ from .budget import MemoryBudget, box_memory_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .launcher import LaunchError, child_environment, make_launcher
-from .logs import Logger
+from .logs import Logger, OutageLog
 from .metering import MemoryMeter
 from .observer import Observer
 from .outbox import Outbox
@@ -100,6 +100,7 @@ class Supervisor:
         self.cfg = config
         self.queue = queue
         self.log = logger or Logger(config.log.level, config.log.format)
+        self.outage = OutageLog(self.log)  # one line when the queue goes away, one when it is back
         self.on_event = on_event
         tag = os.urandom(3).hex()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{tag}"
@@ -382,7 +383,7 @@ class Supervisor:
         try:
             jobs = self.queue.claim(self.worker_id, want, self.cfg.queue.lease_s)
         except QueueUnavailable as exc:
-            self.log.warning("queue_unavailable", action="claim", error=str(exc))
+            self.outage.away("claim", exc)
             self.claim_wanted = False
             self.next_poll = now + min(self.cfg.queue.poll_interval_s, 2.0)
             return
@@ -413,7 +414,7 @@ class Supervisor:
             resume = self._resume_data(job)
             earlier = self._earlier_outcomes(job)
         except QueueError as exc:
-            self.log.warning("queue_unavailable", action="read resume data", job_id=job.id, error=str(exc))
+            self.outage.away("read resume data", exc, job_id=job.id)
             end = AttemptEnd("interrupted", error=f"could not read its stored pages: {exc}")
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
             return
@@ -564,6 +565,7 @@ class Supervisor:
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
                               child.last_page, child.plan),
                        self.cfg.memory.job_limit_mb, self.cfg.kernel_limit_mb)
+        end.error, end.traceback = redact(end.error or "") or None, redact(end.traceback or "") or None  # stored, shown
         self.budget.learn(child.job.passes, meter.peak_uss_mb)
         record = _finished_record(child, end)
         self.finished.append(record)
@@ -653,7 +655,9 @@ class Supervisor:
         except QueueError as exc:
             self.metrics.queue_errors.inc()
             self.queue_away, self.queue_back_at = True, None
-            self.log.warning("queue_unavailable", action="heartbeat", error=str(exc))
+            self.outage.away("heartbeat", exc)
+            return
+        self.outage.back()
 
     def _seen_for(self, now: float) -> float | None:
         """How long the queue has been visible again after an outage; None: long enough to judge
@@ -689,7 +693,7 @@ class Supervisor:
 
     def _queue_unavailable(self, what: str, pending: int, exc: QueueUnavailable, retry_in_s: float) -> None:
         self.metrics.queue_errors.inc()
-        self.log.warning("queue_unavailable", action=what, pending=pending, error=str(exc), retry_in_s=retry_in_s)
+        self.outage.away(what, exc, pending=pending, retry_in_s=retry_in_s)
 
     def _queue_refused(self, what: str, exc: QueueError) -> None:
         self.log.error("queue_write_failed", action=what, error=str(exc))

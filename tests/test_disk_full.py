@@ -83,8 +83,10 @@ def test_a_full_disk_is_an_outage_the_daemon_rides_out(tmp_path: Path, small_dis
     assert daemon.returncode == 0, err
     assert "Traceback" not in err
     records = parse_log(out)
-    outage = [r for r in records if r["event"] == "queue_unavailable"]
-    assert outage and all("disk full" in r["error"] for r in outage), outage
+    # Said once when it began and once when it ended, not at every heartbeat, claim and retry.
+    outage = [r for r in records if r["event"] in ("queue_unavailable", "queue_available")]
+    assert [r["event"] for r in outage] == ["queue_unavailable", "queue_available"], outage
+    assert "disk full" in outage[0]["error"] and outage[1]["failures"] >= 2
     with env.queue() as q:
         for job_id in ids:
             job = q.get(job_id)
