@@ -232,15 +232,16 @@ def without_rules(image: np.ndarray) -> np.ndarray:
 
     height, width = image.shape[:2]
     # A local threshold: a photo's shadowed side or the desk around the page is not "dark".
+    # Two page-sized masks at most, reused in place: the page itself is the big buffer here.
     dark = cv2.adaptiveThreshold(image, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 31, 20)
-    across = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(25, width // 30), 1)))
-    down = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(25, height // 30))))
-    rules = cv2.bitwise_or(across, down)
-    del across, down
+    rules = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(25, width // 30), 1)))
+    cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(25, height // 30))),
+                     dst=dark)
+    cv2.bitwise_or(rules, dark, dst=rules)
     del dark
     if not rules.any():
         return image
-    rules = cv2.dilate(rules, np.ones((3, 3), np.uint8))
+    cv2.dilate(rules, np.ones((3, 3), np.uint8), dst=rules)
     cleaned = image.copy()
     cleaned[rules > 0] = 255
     return cleaned
