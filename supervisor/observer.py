@@ -121,6 +121,7 @@ class Observer:
         self.next_sample = 0.0
         self.next_early_report = 0.0
         self.reported: set[str] = set()
+        self.failed = False  # logged once
         cfg = supervisor.cfg
         self.queue_view = QueueWatcher(cfg.queue.url, cfg.queue.schema, self._on_queue_picture)
         self.host = socket.gethostname()
@@ -135,9 +136,15 @@ class Observer:
     def turn(self, now: float) -> None:
         self.notify.ping(now)
         if now >= self.next_sample:
-            self._sample(now)
-            self.notify.status(status_line(self.live, self.queue_view.latest.get("counts", {}).get("queued")))
-            self._report_early(now)
+            try:
+                self._sample(now)
+                self.notify.status(status_line(self.live, self.queue_view.latest.get("counts", {}).get("queued")))
+                self._report_early(now)
+            except Exception as exc:  # a view must never take the daemon (and its jobs) down with it
+                self.next_sample = now + SAMPLE_EVERY_S
+                if not self.failed:
+                    self.failed = True
+                    self.sup.log.error("observer_failed", error=f"{type(exc).__name__}: {exc}")
 
     def stopping(self) -> None:
         self._sample(time.monotonic())
@@ -180,7 +187,8 @@ class Observer:
         }
 
     def _server_rss(self) -> float:
-        pid = (getattr(self.sup.launcher, "ready", None) or {}).get("pid")
+        # The fork server's process (the spawn launcher has none); None while it restarts.
+        pid = getattr(getattr(self.sup.launcher, "process", None), "pid", None)
         return _rss_mb(pid) if pid and pid != os.getpid() else 0.0
 
     def _report_early(self, now: float) -> None:

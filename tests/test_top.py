@@ -82,7 +82,8 @@ def test_top_under_tmux_shows_three_running_jobs_with_memory(three_jobs):
         wait_for(lambda: first not in tmux("capture-pane", "-p", "-t", session).splitlines()[0],
                  timeout=10, what="top to redraw")
         SCREEN.write_text(screen)
-        assert "box" in screen and "budget" in screen and "fork server" in screen
+        assert "box" in screen and "budget" in screen
+        assert re.search(r"fork server [1-9]\d* MB", screen)  # what holds the box besides the jobs
         assert re.search(r"queued \d+\s+running 3", screen)
         assert "the scanner sent an empty page" in screen  # the dead letter's error
         for job_id in ids:
