@@ -276,8 +276,43 @@ class HttpConfig(Section):
                                   "empty: the dashboard answers 127.0.0.1 only")
 
 
+def _webhook_url_check(value: str) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL (empty: no webhook)"
+    return None
+
+
+@dataclass(frozen=True)
+class NotifyConfig(Section):
+    """The completion webhook (supervisor/webhook.py); the NOTIFY channel needs no setting."""
+
+    section: ClassVar[str] = "notify"
+    webhook_url: str = setting("", check=_webhook_url_check, secret=True,
+                               help="POST a signed JSON body here when a job is succeeded, dead or cancelled; "
+                                    "empty: off")
+    webhook_secret: str = setting("", secret=True, help="HMAC-SHA256 key of the X-Docsuper-Signature header "
+                                                        "(required with webhook_url)")
+    webhook_timeout_s: float = setting(5.0, min=0.1, max=120, help="per delivery attempt")
+    webhook_retries: int = setting(5, min=0, max=20, help="after the first attempt, on no answer, 5xx or 429")
+    webhook_backoff_s: float = setting(1.0, min=0.0, max=3600, help="before the first retry; doubles each time")
+
+
+@dataclass(frozen=True)
+class RetentionConfig(Section):
+    """How long finished jobs are kept (supervisor/retention.py); `docsuper purge` does the same by hand."""
+
+    section: ClassVar[str] = "retention"
+    finished_days: float = setting(30.0, min=0.0, max=36500, help="succeeded and cancelled jobs are deleted this "
+                                                                  "long after they finished; 0 = kept forever")
+    dead_days: float = setting(90.0, min=0.0, max=36500, help="dead jobs likewise: kept longer, someone still "
+                                                              "has to look at them; 0 = kept forever")
+    batch: int = setting(500, min=1, max=100_000, help="jobs the daemon deletes per statement")
+    interval_s: float = setting(60.0, min=1.0, max=86400, help="how often the daemon purges (at once again "
+                                                               "while a full batch came back)")
+
+
 SECTIONS: tuple[type[Section], ...] = (QueueConfig, WorkersConfig, MemoryConfig, RetryConfig, InputsConfig,
-                                       OcrConfig, LogConfig, HttpConfig)
+                                       OcrConfig, LogConfig, HttpConfig, NotifyConfig, RetentionConfig)
 # section -> key -> rules: the one table of keys (for loading, the environment names and `docsuper config`).
 SCHEMA: dict[str, dict[str, Key]] = {cls.section: cls.keys() for cls in SECTIONS}
 
@@ -300,6 +335,8 @@ class Config:
     ocr: OcrConfig = field(default_factory=OcrConfig)
     log: LogConfig = field(default_factory=LogConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Path | None = None  # the config file read, if any
     # "section.key" -> where its value came from (the file, a variable); absent: the default.
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -340,6 +377,10 @@ def check_across(cfg: Config) -> None:
             f"heartbeats ({MIN_HEARTBEATS_PER_LEASE} × queue.heartbeat_s {queue.heartbeat_s:g} "
             f"({_origin(origins, 'queue.heartbeat_s')}) = {MIN_HEARTBEATS_PER_LEASE * queue.heartbeat_s:g}), "
             f"got {queue.lease_s:g}")
+    if cfg.notify.webhook_url and not cfg.notify.webhook_secret:
+        # An unsigned webhook cannot be told from a forged one by its receiver.
+        raise ConfigError(f"notify.webhook_secret ({_origin(origins, 'notify.webhook_secret')}): required when "
+                          "notify.webhook_url is set")
 
 
 def _origin(origins: Mapping[str, str], key: str) -> str:

@@ -28,6 +28,7 @@ import psutil
 
 from docsuper import __version__
 
+from .app_hooks import ApplicationHooks
 from .budget import MemoryBudget, box_memory_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
@@ -143,6 +144,7 @@ class Supervisor:
         self.last_tick = time.monotonic()
         self.http: HealthServer | None = None
         self.observer = Observer(self)  # systemd notify, the live picture, memory history
+        self.hooks = ApplicationHooks(config, queue, self.log)  # the completion webhook, retention
 
     # -- set-up and tear-down --------------------------------------------
     def _install_signals(self) -> None:
@@ -240,6 +242,7 @@ class Supervisor:
         self._restart_launcher(now)
         if now >= self.next_sample:
             self._watch(now)
+        self.hooks.tick(now)
         if self.children:
             return True
         if only is not None or self.stopping:
@@ -276,6 +279,7 @@ class Supervisor:
             self.http.stop()
         self.observer.close()
         self.launcher.stop()
+        self.hooks.close()
         self.workdirs.close()
         self.cgroups.close()
         try:

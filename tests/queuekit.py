@@ -53,6 +53,14 @@ def raw_sql(spec: QueueSpec, statement: str) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+def backdate(spec: QueueSpec, job_id: str, days: float) -> None:
+    """Make a finished job look as if it finished `days` earlier (for retention)."""
+    if spec.kind == "sqlite":
+        raw_sql(spec, f"UPDATE jobs SET finished_at = finished_at - {days * 86400} WHERE id = '{job_id}'")
+    else:
+        raw_sql(spec, f"UPDATE {{t}}jobs SET finished_at = finished_at - interval '{days} days' WHERE id = '{job_id}'")
+
+
 def postgres_problem(url: str = POSTGRES_URL) -> str | None:
     """None when the test server answers, else why not."""
     try:

@@ -22,7 +22,7 @@ from docsuper.supervisor.queue.base import (
     WorkerInfo,
 )
 
-from .queuekit import QueueSpec, claim_until_empty, raw_sql, submit_and_work, submit_with_key
+from .queuekit import QueueSpec, backdate, claim_until_empty, raw_sql, submit_and_work, submit_with_key
 
 SLACK_S = 1.0  # database clock against time.time(), plus a slow CI box
 
@@ -176,6 +176,49 @@ def test_the_status_view_answers_status_progress_peak_and_text_in_one_select(que
     assert pages == [("ocr", 1, "text of page 1"), ("ocr", 2, "text of page 2"), ("other", 1, "not OCR")]
     [(text,)] = raw_sql(queue_spec, f"SELECT text FROM {{t}}job_status WHERE id = '{submit_one(queue)}'")
     assert text is None  # nothing stored yet
+
+
+# -- retention -----------------------------------------------------------------
+
+def finished_job(q: Queue, outcome: str, **fields) -> str:
+    job = claimed_job(q, **fields)
+    q.record_page(job.id, "w1", "ocr", 1, {"text": "x"})
+    if outcome == "cancelled":
+        q.cancel(job.id)
+    q.finish(job.id, "w1", AttemptEnd(outcome), 0)
+    return job.id
+
+
+def test_purge_deletes_old_finished_jobs_with_their_history_and_nothing_else(queue_spec: QueueSpec,
+                                                                             queue: Queue) -> None:
+    now = time.time()
+    old_ok = finished_job(queue, "succeeded", idempotency_key="upload-1")
+    old_cancelled = finished_job(queue, "cancelled")
+    old_dead = finished_job(queue, "invalid_input")
+    older_dead = finished_job(queue, "invalid_input")
+    new_ok = finished_job(queue, "succeeded")
+    for job_id, days in ((old_ok, 40), (old_cancelled, 40), (old_dead, 40), (older_dead, 100)):
+        backdate(queue_spec, job_id, days)
+    running = claimed_job(queue)
+    backdate(queue_spec, running.id, 400)  # no finished_at: stays NULL
+    queued = submit_one(queue)
+    day = 86400
+
+    assert queue.purgeable(now - 30 * day, now - 90 * day) == {"succeeded": 1, "cancelled": 1, "dead": 1}
+    # Oldest first: the dead one of 100 days, then those of 40.
+    assert queue.purge(now - 30 * day, now - 90 * day, limit=2) == {"dead": 1, "succeeded": 1}
+    assert queue.purge(now - 30 * day, now - 90 * day, limit=2) == {"cancelled": 1}
+    assert queue.purge(now - 30 * day, now - 90 * day, limit=2) == {}
+    for gone in (old_ok, old_cancelled, older_dead):
+        with pytest.raises(JobNotFound):
+            queue.get(gone)
+    assert {j.id for j in queue.list_jobs(limit=100)} == {old_dead, new_ok, running.id, queued}
+    [(attempts, pages)] = raw_sql(queue_spec, "SELECT (SELECT count(*) FROM {t}attempts), (SELECT count(*) FROM {t}pages)")
+    assert (attempts, pages) == (3, 2)  # old_dead's and new_ok's and the running one's; their pages
+    # None keeps a kind forever; the purged job's idempotency key is free again.
+    assert queue.purge(None, now - 30 * day, limit=10) == {"dead": 1}
+    assert queue.purge(None, None, limit=10) == {}
+    assert queue.submit([NewJob(idempotency_key="upload-1")]) != [old_ok]
 
 
 # -- once: a replay keeps the job's history ------------------------------------
