@@ -18,10 +18,11 @@ from click.core import ParameterSource
 
 from docsuper import __version__
 
+from .client import Client
 from .config import Config, ConfigError, describe, load_config
 from .picture import document_name, next_retry_at
 from .redact import redact, redact_value, remember
-from .queue.base import JOB_STATES, Job, NewJob, Queue, QueueError, SchemaOutdated, open_queue
+from .queue.base import JOB_STATES, InvalidJob, Job, NewJob, Queue, QueueError, SchemaOutdated, open_queue
 
 EXIT_USAGE = 2
 # PostgreSQL's `integer` column; SQLite would overflow at 2**63 with a traceback.
@@ -111,6 +112,9 @@ class State:
         except QueueError as exc:
             raise Failure(str(exc)) from None
 
+    def client(self, create: bool = False) -> Client:
+        return Client(self.queue(create=create))
+
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -164,6 +168,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except InvalidJob as exc:  # enqueue refused the arguments the operator gave
+            raise Failure(str(exc), EXIT_USAGE) from None
         except QueueError as exc:
             raise Failure(str(exc)) from None
 
@@ -201,15 +207,18 @@ def run(state: State, drain: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option("--store", is_flag=True, help="let the replay of a finished job replace its stored results")
 @click.pass_obj
 @_guard
-def once(state: State, job_id: str) -> None:
-    """Replay one job in the foreground, as the daemon runs it, with a line per progress event."""
+def once(state: State, job_id: str, store: bool) -> None:
+    """Replay one job in the foreground, as the daemon runs it, with a line per progress event.
+
+    A finished job keeps its state and results (the replay is recorded as an attempt of its own) unless --store."""
     from .daemon import Child, Supervisor
     from .logs import Logger
 
     queue = state.queue()
-    cfg = state.config.replace(workers={"concurrency": 1})
+    cfg = state.config.replace(workers={"concurrency": 1}, retention={"finished_days": 0, "dead_days": 0})
 
     def show(child: Child, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -230,7 +239,7 @@ def once(state: State, job_id: str) -> None:
             click.echo(f"failure   {event.get('outcome')}: {event.get('message')}")
 
     with queue:
-        job = queue.claim_one(job_id, f"once:{os.getpid()}", cfg.queue.lease_s)
+        job = queue.replay(job_id, f"once:{os.getpid()}", cfg.queue.lease_s, store=store)
         click.echo(f"job {job.id}  attempt {job.attempts}/{job.max_attempts}  passes {','.join(job.passes)}  "
                    f"source {redact(job.source or '-')}")
         supervisor = Supervisor(cfg, queue, Logger("warning", cfg.log.format, sys.stderr), on_event=show)
@@ -298,11 +307,12 @@ def _source(path: str, cfg: Config) -> str:
               help="comma-separated pass names, run in order; without PATH, name passes that need no document")
 @click.option("--option", "options", multiple=True, help="KEY=VALUE handed to the passes (repeatable)")
 @click.option("--count", type=click.IntRange(1, 1_000_000), default=1, help="jobs per path (or without paths)")
+@click.option("--key", default=None, help="idempotency key: a job already queued under it is returned instead")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @_guard
 def submit(state: State, paths: tuple[str, ...], priority: int, max_attempts: int | None, passes: str,
-           options: tuple[str, ...], count: int, as_json: bool) -> None:
+           options: tuple[str, ...], count: int, key: str | None, as_json: bool) -> None:
     """Queue one job per PATH (or URL); without PATH, jobs with no document (diagnostic passes)."""
     from docsuper.passes.api import available_passes
 
@@ -321,10 +331,12 @@ def submit(state: State, paths: tuple[str, ...], priority: int, max_attempts: in
     sources: list[str | None] = [_source(p, state.config) for p in paths] or [None]
     opts = _parse_options(options)
     attempts = max_attempts or state.config.retry.max_attempts
-    jobs = [NewJob(source=s, passes=names, options=opts, priority=priority, max_attempts=attempts)
-            for s in sources for _ in range(count)]
-    with state.queue(create=True) as queue:
-        ids = queue.submit(jobs)
+    jobs = [NewJob(source=s, passes=names, options=opts, priority=priority, max_attempts=attempts,
+                   idempotency_key=key) for s in sources for _ in range(count)]
+    if key is not None and len(jobs) > 1:
+        raise Failure("--key names one job: give at most one PATH and no --count", EXIT_USAGE)
+    with state.client(create=True) as client:
+        ids = client.enqueue_many(jobs)
     if as_json:
         click.echo(json.dumps([{"id": i, "source": redact(j.source or "") or None} for i, j in zip(ids, jobs)]))
     else:
@@ -450,13 +462,12 @@ def list_jobs(state: State, status_filter: str | None, limit: int, as_json: bool
 @_guard
 def show(state: State, job_id: str, as_json: bool, text: bool) -> None:
     """One job and every attempt."""
-    with state.queue() as queue:
-        job = queue.get(job_id)
+    with state.client() as client:
+        job = client.get(job_id)
         if text:
-            pages = queue.pages(job.id, "ocr")
-            click.echo("\f".join(result.get("text", "") for _, _, result in pages), nl=False)
+            click.echo(client.text(job.id), nl=False)
             return
-        attempts = queue.attempts(job.id)
+        attempts = client.attempts(job.id)
     retry_at = next_retry_at(job)
     if as_json:
         click.echo(json.dumps(redact_value({**job.as_dict(), "next_retry_at": retry_at,
@@ -496,8 +507,8 @@ def retry(state: State, job_ids: tuple[str, ...], all_dead: bool) -> None:
     """Queue dead or cancelled jobs again with a fresh attempt budget."""
     if bool(job_ids) == all_dead:
         raise Failure("give job ids or --all-dead (not both)", EXIT_USAGE)
-    with state.queue() as queue:
-        ids = queue.retry(None if all_dead else list(job_ids))
+    with state.client() as client:
+        ids = client.retry(None if all_dead else job_ids)
     click.echo(f"{len(ids)} job(s) queued again")
 
 
@@ -507,14 +518,38 @@ def retry(state: State, job_ids: tuple[str, ...], all_dead: bool) -> None:
 @_guard
 def cancel(state: State, job_id: str) -> None:
     """Cancel a queued job, or stop a running one (its worker stops it at its next heartbeat)."""
-    with state.queue() as queue:
-        new_state = queue.cancel(job_id)
-        job = queue.get(job_id)
+    with state.client() as client:
+        new_state = client.cancel(job_id)
+        job = client.get(job_id)
     if new_state == "cancelled":
         click.echo(f"job {job.id} cancelled")
     else:
         click.echo(f"job {job.id} is running on {job.lease_owner}: it will be stopped within "
                    f"{state.config.queue.heartbeat_s:g} s")
+
+
+@main.command()
+@click.option("--finished-before", metavar="AGE", help="succeeded and cancelled jobs that finished longer ago "
+                                                       "(30d, 12h, 90m); default: retention.finished_days")
+@click.option("--dead-before", metavar="AGE", help="dead jobs likewise; default: retention.dead_days")
+@click.option("--dry-run", is_flag=True, help="count what would go, delete nothing")
+@click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="jobs per statement")
+@click.pass_obj
+@_guard
+def purge(state: State, finished_before: str | None, dead_before: str | None, dry_run: bool, batch: int) -> None:
+    """Delete finished jobs with their attempts and pages; queued and running jobs are never touched."""
+    from .retention import cli_cutoffs, purge_all
+
+    retention = state.config.retention
+    try:
+        limits = cli_cutoffs(time.time(), finished_before, dead_before, retention.finished_days, retention.dead_days)
+    except ValueError as exc:
+        raise Failure(f"purge: {exc}", EXIT_USAGE) from None
+    with state.queue() as queue:
+        counts = (queue.purgeable(limits.finished_before, limits.dead_before) if dry_run
+                  else purge_all(queue, limits, batch))
+    states = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("succeeded", "cancelled", "dead"))
+    click.echo(f"{'would delete' if dry_run else 'deleted'} {sum(counts.values())} job(s): {states}")
 
 
 @main.command()
