@@ -229,14 +229,16 @@ class Queue(abc.ABC):
                 raise TimeoutError(f"job {job.id} is still {job.status} after {timeout_s:g} s")
             time.sleep(left)
 
+    _final_listeners: tuple[Callable[[FinalState], None], ...] = ()
+
     def add_final_listener(self, listener: Callable[[FinalState], None]) -> None:
         """Call `listener` after each write of this queue object that put a job in a final state has
         committed (the daemon's webhook). It runs in the writer's thread and must not block or raise."""
-        self._final_listeners = [*getattr(self, "_final_listeners", []), listener]
+        self._final_listeners = (*self._final_listeners, listener)
 
     def _emit_final(self, finals: Iterable[FinalState]) -> None:
         for final in finals:
-            for listener in getattr(self, "_final_listeners", []):
+            for listener in self._final_listeners:
                 listener(final)
 
     # -- workers ---------------------------------------------------------

@@ -110,8 +110,7 @@ class PostgresQueue(SQLQueue):
         self.url = url
         self.schema = schema
         self.channel = f"{schema}_jobs"
-        # The completion NOTIFY: {"id": …, "status": …} when a job becomes succeeded, dead or cancelled.
-        self.done_channel = f"{schema}_done"
+        self.done_channel = f"{schema}_done"  # {"id": …, "status": …} when a job becomes final
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -197,12 +196,6 @@ class PostgresQueue(SQLQueue):
                 if attempt == 2:
                     raise QueueUnavailable("the queue stayed busy (deadlock); try again") from None
                 continue
-            except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName, pg_errors.UndefinedColumn,
-                    pg_errors.UndefinedFunction):
-                raise SchemaOutdated(self._outdated_message()) from None
-            except pg_errors.InvalidParameterValue as exc:
-                # enqueue() refusing its arguments: its message is written for a person.
-                raise InvalidJob(exc.diag.message_primary or str(exc).strip()) from None
             except (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement):
                 # Prepared statements vanish behind a transaction-mode pooler (PgBouncer,
                 # Supavisor): stop preparing and run the statement again.
@@ -216,20 +209,33 @@ class PostgresQueue(SQLQueue):
                     raise QueueError(f"PostgreSQL: {str(exc).strip()}") from None
                 self._drop()
                 if committing:
-                    if verify is not None:
-                        try:
-                            return self._transaction(verify)
-                        except QueueUnavailable:
-                            pass
-                    raise QueueUnavailable(f"connection lost while committing; the change may not be stored: "
-                                           f"{str(exc).strip()}") from None
+                    return self._after_broken_commit(verify, exc)
                 if attempt >= 1:
                     raise QueueUnavailable(f"lost the connection to PostgreSQL: {str(exc).strip()}") from None
             except QueueError:
                 raise
             except psycopg.Error as exc:
-                raise QueueError(f"PostgreSQL: {str(exc).strip()}") from None
+                raise self._refusal(exc) from None
         raise QueueUnavailable("lost the connection to PostgreSQL")  # pragma: no cover - the loop returns or raises
+
+    def _after_broken_commit(self, verify: Callable[[Tx], T] | None, exc: psycopg.Error) -> T:
+        if verify is not None:
+            try:
+                return self._transaction(verify)
+            except QueueUnavailable:
+                pass
+        raise QueueUnavailable(f"connection lost while committing; the change may not be stored: "
+                               f"{str(exc).strip()}") from None
+
+    def _refusal(self, exc: psycopg.Error) -> QueueError:
+        """What a statement the server refused means to the caller."""
+        if isinstance(exc, (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName, pg_errors.UndefinedColumn,
+                            pg_errors.UndefinedFunction)):
+            return SchemaOutdated(self._outdated_message())
+        if isinstance(exc, pg_errors.InvalidParameterValue):
+            # enqueue() refusing its arguments: its message is written for a person.
+            return InvalidJob(exc.diag.message_primary or str(exc).strip())
+        return QueueError(f"PostgreSQL: {str(exc).strip()}")
 
     def _outdated_message(self) -> str:
         return (f"the queue's tables are missing or out of date in schema {self.schema!r} of "
