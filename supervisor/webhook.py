@@ -122,6 +122,7 @@ class Webhook:
         self._pending: queue.Queue[Delivery | None] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._abandoned = 0  # deliveries cut short by close() while waiting to retry
         self.host = urlsplit(url).hostname or "?"  # for logs: the URL's path or query may hold a token
 
     def job_finished(self, job_id: str, status: str, attempts: int, pages: int | None) -> None:
@@ -139,7 +140,7 @@ class Webhook:
         self._thread.join(wait_s)
         self._stopping.set()  # cuts a backoff short; a request under way runs to its timeout
         self._thread.join(self._timeout_s + 1)
-        dropped = sum(1 for d in list(self._pending.queue) if d is not None)
+        dropped = self._abandoned + sum(1 for d in list(self._pending.queue) if d is not None)
         if dropped:
             self._log("warning", "webhook_dropped", deliveries=dropped, host=self.host)
 
@@ -153,7 +154,8 @@ class Webhook:
     def _deliver(self, delivery: Delivery) -> None:
         for attempt, delay in enumerate([0.0, *self._delays], start=1):
             if delay and self._stopping.wait(delay):
-                break
+                self._abandoned += 1
+                return
             status = self._send(self.url, self._secret, delivery, self._timeout_s)
             if status is not None and 200 <= status < 300:
                 self._log("info", "webhook_sent", delivery=delivery.id, status=status, attempt=attempt,

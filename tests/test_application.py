@@ -181,7 +181,10 @@ def test_an_unanswering_webhook_never_holds_up_the_jobs(env: Env) -> None:
     assert sum(1 for r in log if r.get("event") == "job_finished") == 5
     failed = [r for r in log if r.get("event") == "webhook_failed"]
     assert failed and all(r["status"] is None for r in failed)
-    assert any(r.get("event") == "webhook_dropped" for r in log) or len(failed) == 10
+    # Each delivery ends once: given up after its retry, or dropped at shutdown (logged, counted).
+    given_up = sum(1 for r in failed if not r["retrying"])
+    dropped = sum(r["deliveries"] for r in log if r.get("event") == "webhook_dropped")
+    assert given_up + dropped == 5
 
 
 def test_a_webhook_without_a_secret_is_refused_at_start(env: Env) -> None:
