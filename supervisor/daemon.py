@@ -594,7 +594,7 @@ class Supervisor:
     def _write_end(self, job_id: str, end: AttemptEnd, delay: float, record: dict[str, Any]) -> str | None:
         state = self.queue.finish(job_id, self.worker_id, end, delay)
         if state is not None:
-            self.tally.add(state)
+            self.tally.add(job_id, state)
         if state is None:
             self.log.warning("job_result_discarded", job_id=job_id, outcome=end.outcome,
                              reason="the lease was lost; another worker owns the job now")

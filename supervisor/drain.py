@@ -34,17 +34,24 @@ def waiting_for(running: Iterable[Job], live_workers: set[str], now: float) -> W
 
 @dataclass
 class Tally:
-    """The state each job this run finished was left in."""
+    """The state each job this run finished an attempt of was left in: its last attempt's
+    (a job retried three times is one job, counted once, in the state its last end left it)."""
 
-    states: Counter[str] = field(default_factory=Counter)
+    last_state: dict[str, str] = field(default_factory=dict)  # by job id
 
-    def add(self, state: str) -> None:
-        self.states[state] += 1
+    def add(self, job_id: str, state: str) -> None:
+        self.last_state.pop(job_id, None)  # insertion order follows the latest end
+        self.last_state[job_id] = state
+
+    @property
+    def states(self) -> Counter[str]:
+        return Counter(self.last_state.values())
 
     def summary(self, attempts: int) -> tuple[str, int]:
         """The line for stderr, and the exit code: 1 when a job ended dead."""
-        left = ", ".join(f"{n} {state}" for state, n in sorted(self.states.items())) or "none"
-        dead = self.states.get("dead", 0)
+        states = self.states
+        left = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+        dead = states.get("dead", 0)
         line = f"docsuper: drained: {attempts} attempt(s) ended; jobs left {left}"
         if dead:
             line += f"; {dead} dead (docsuper list --status dead)"

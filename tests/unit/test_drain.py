@@ -30,9 +30,22 @@ def test_a_gone_workers_jobs_are_reclaimable_when_the_soonest_lease_expires():
 def test_the_summary_exits_1_only_when_a_job_ended_dead():
     tally = Tally()
     assert tally.summary(0) == ("docsuper: drained: 0 attempt(s) ended; jobs left none", 0)
-    for state in ("succeeded", "succeeded", "queued", "dead"):
-        tally.add(state)
+    for job_id, state in (("a", "succeeded"), ("b", "succeeded"), ("c", "queued"), ("d", "dead")):
+        tally.add(job_id, state)
     line, code = tally.summary(4)
     assert code == 1
     assert line == ("docsuper: drained: 4 attempt(s) ended; jobs left 1 dead, 1 queued, 2 succeeded; "
                     "1 dead (docsuper list --status dead)")
+
+
+def test_the_summary_counts_each_job_once_in_the_state_its_last_attempt_left_it():
+    tally = Tally()
+    # A bomb that ended oom three times then dead, one job retried into success, one left queued.
+    for job_id, state in (("bomb", "queued"), ("ok", "queued"), ("bomb", "queued"), ("ok", "succeeded"),
+                          ("bomb", "queued"), ("bomb", "dead"), ("later", "queued")):
+        tally.add(job_id, state)
+    line, code = tally.summary(7)
+    assert code == 1
+    assert line == ("docsuper: drained: 7 attempt(s) ended; jobs left 1 dead, 1 queued, 1 succeeded; "
+                    "1 dead (docsuper list --status dead)")
+
