@@ -32,7 +32,7 @@ from .app_hooks import ApplicationHooks
 from .budget import MemoryBudget, box_memory_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
-from .launcher import LaunchError, child_environment, make_launcher
+from .launcher import SERVER_EXITED, LaunchError, child_environment, make_launcher
 from .logs import Logger, OutageLog
 from .metering import MemoryMeter
 from .observer import Observer
@@ -44,7 +44,7 @@ from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, Wo
 from .redact import redact
 from .stopping import Running, decide_stops
 from .containment import JobCgroups, kill_marked
-from .drain import Tally, Waiting, waiting_for
+from .drain import Interrupted, Tally, Waiting, waiting_for
 from .watchdog import ProcessTree
 from .workdirs import WorkDirs, remove
 
@@ -117,6 +117,7 @@ class Supervisor:
         self.outbox = Outbox(self._queue_unavailable, self._queue_refused)
         self.pending_signals: list[int] = []
         self.stopping = False
+        self.stop_signal: int | None = None  # the signal that asked for the stop
         self.stop_now = False
         self.shutdown_deadline = 0.0
         self.hard_stop_at = 0.0  # past it, a stopping supervisor kills the launcher to get its children back
@@ -238,6 +239,7 @@ class Supervisor:
         self._read_events()
         self._take_launcher_reports()
         now = time.monotonic()
+        self._handle_signals(now)  # a stop signal that came during the wait explains a fork server gone with it
         self._check_launcher(now)
         self._restart_launcher(now)
         if now >= self.next_sample:
@@ -266,8 +268,17 @@ class Supervisor:
         return waiting is None
 
     def _drain_summary(self) -> int:
-        line, code = self.tally.summary(self.jobs_done)
-        self.log.info("drain_finished", jobs=self.jobs_done, states=dict(self.tally.states))
+        interrupted = None
+        if self.stop_signal is not None:
+            try:
+                counts: dict[str, int] | None = self.queue.counts()
+            except QueueError:
+                counts = None
+            unfinished = None if counts is None else {s: counts.get(s, 0) for s in ("queued", "running")}
+            interrupted = Interrupted(signal_name(self.stop_signal), self.stop_signal, unfinished)
+        line, code = self.tally.summary(self.jobs_done, interrupted)
+        self.log.info("drain_finished", jobs=self.jobs_done, states=dict(self.tally.states),
+                      interrupted_by=interrupted.signal if interrupted else None)
         print(line, file=sys.stderr)
         return code
 
@@ -348,6 +359,7 @@ class Supervisor:
                 continue
             if not self.stopping:
                 self.stopping = True
+                self.stop_signal = signum
                 self.shutdown_deadline = now + self.cfg.workers.shutdown_grace_s
                 self.hard_stop_at = self.shutdown_deadline + self.cfg.workers.term_grace_s + 1.0
                 self.log.info("shutdown_requested", signal=signal_name(signum), running=len(self.children),
@@ -455,7 +467,14 @@ class Supervisor:
 
     def _check_launcher(self, now: float) -> None:
         problem = self.launcher.check(now)
-        if problem is not None:
+        if problem is None:
+            return
+        if self.stopping and problem == SERVER_EXITED:
+            # A stop signal sent to the whole process group (systemd, Ctrl-C) reached the server
+            # too, and it shut down as asked: expected, and nothing to replace it for.
+            self.log.info("launcher_exited", reason="shutting down", start_method=self.launcher.name)
+            self._release_launcher(problem)
+        else:
             self._replace_launcher(problem)
 
     def _replace_launcher(self, reason: str) -> None:
@@ -463,6 +482,14 @@ class Supervisor:
         an attempt (a child that already reported its result still succeeds); start a new one."""
         self.log.error("launcher_replaced", reason=reason, start_method=self.launcher.name,
                        restarting=not self.stopping)
+        self._release_launcher(reason)
+        if not self.stopping:  # a server that dies at once is restarted after a growing delay
+            self.restart_at = time.monotonic() + self.restart_delay
+            self.restart_delay = min(self.restart_delay * 2, MAX_RESTART_DELAY_S)
+
+    def _release_launcher(self, reason: str) -> None:
+        """Kill what is left of the launcher; the jobs it had not started, or whose children die
+        with it, go back to the queue without using an attempt."""
         unstarted = set(self.launcher.kill())
         self.launcher_killed = True
         for child in list(self.children.values()):
@@ -474,9 +501,6 @@ class Supervisor:
                 child.stop_outcome = "interrupted"
                 child.stop_message = f"the fork server was replaced ({reason}); the job goes back to the queue"
         self.launcher_up = False
-        if not self.stopping:  # a server that dies at once is restarted after a growing delay
-            self.restart_at = time.monotonic() + self.restart_delay
-            self.restart_delay = min(self.restart_delay * 2, MAX_RESTART_DELAY_S)
 
     def _restart_launcher(self, now: float) -> None:
         if self.restart_at is None or now < self.restart_at or self.stopping:

@@ -47,12 +47,30 @@ class Tally:
     def states(self) -> Counter[str]:
         return Counter(self.last_state.values())
 
-    def summary(self, attempts: int) -> tuple[str, int]:
-        """The line for stderr, and the exit code: 1 when a job ended dead."""
+    def summary(self, attempts: int, interrupted: Interrupted | None = None) -> tuple[str, int]:
+        """The line for stderr, and the exit code: 1 when a job ended dead; 128 + the signal
+        when a signal cut the drain short (the batch is not done, whatever ended dead)."""
         states = self.states
         left = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
         dead = states.get("dead", 0)
-        line = f"docsuper: drained: {attempts} attempt(s) ended; jobs left {left}"
+        verb = f"drain interrupted by {interrupted.signal}" if interrupted else "drained"
+        line = f"docsuper: {verb}: {attempts} attempt(s) ended; jobs left {left}"
         if dead:
             line += f"; {dead} dead (docsuper list --status dead)"
-        return line, 1 if dead else 0
+        if interrupted is None:
+            return line, 1 if dead else 0
+        if interrupted.unfinished is None:
+            line += "; the queue could not be asked what is left"
+        else:
+            unfinished = ", ".join(f"{n} {state}" for state, n in sorted(interrupted.unfinished.items()) if n)
+            line += f"; still in the queue: {unfinished or 'nothing'}"
+        return line, 128 + interrupted.signum
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A drain a signal cut short, and what the queue still held when it stopped."""
+
+    signal: str  # SIGTERM
+    signum: int
+    unfinished: dict[str, int] | None  # queued and running jobs by state; None: the queue did not answer

@@ -79,6 +79,9 @@ def child_environment(extra: Iterable[str] = (), environ: Mapping[str, str] | No
     return env
 
 
+# What check() says when the server is gone: during a shutdown, the stop signal reached it too.
+SERVER_EXITED = "the fork server exited"
+
 class LaunchError(Exception):
     pass
 
@@ -281,7 +284,7 @@ class ForkServerLauncher:
         if self.sock is None:
             return None
         if self._gone:
-            return "the fork server exited"
+            return SERVER_EXITED
         if self._starting_since is not None:
             if now - self._starting_since > self.ready_timeout_s:
                 return f"the fork server did not finish preloading within {self.ready_timeout_s:g} s"

@@ -398,3 +398,30 @@ def test_drain_exits_1_with_one_summary_line_when_a_job_ended_dead(env: Env):
     assert result.returncode == 1
     [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("docsuper:")]
     assert "3 attempt(s) ended" in line and "1 dead" in line and "2 succeeded" in line
+
+
+def test_a_drain_stopped_by_sigterm_to_its_process_group_exits_143_and_says_what_is_left(env: Env):
+    import os
+    import subprocess
+    import sys
+
+    env.set(DOCSUPER_RETRY_MAX_ATTEMPTS="3", DOCSUPER_RETRY_BACKOFF_BASE_S="600", DOCSUPER_RETRY_JITTER="0")
+    [job_id] = env.submit("fail")
+    # Its own process group, signalled as a whole the way systemd or Ctrl-C in a shell does:
+    # the fork server gets the SIGTERM too.
+    daemon = subprocess.Popen([sys.executable, "-m", "docsuper.supervisor.cli", "run", "--drain"], env=env.vars,
+                              cwd=env.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        wait_for_log(daemon, "job_finished")  # failed once; due again in 600 s, so the drain waits
+        os.killpg(daemon.pid, signal.SIGTERM)
+        out, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGKILL)
+    assert daemon.returncode == 143, err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("docsuper:")]
+    assert line.startswith("docsuper: drain interrupted by SIGTERM:") and "still in the queue: 1 queued" in line
+    assert env.queue().get(job_id).status == "queued"
+    records = parse_log(out)
+    assert not [r for r in records if r["level"] == "error"], records

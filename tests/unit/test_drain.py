@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from docsuper.supervisor.drain import Tally, Waiting, waiting_for
+from docsuper.supervisor.drain import Interrupted, Tally, Waiting, waiting_for
 from docsuper.supervisor.queue.base import Job
 
 
@@ -49,3 +49,15 @@ def test_the_summary_counts_each_job_once_in_the_state_its_last_attempt_left_it(
     assert line == ("docsuper: drained: 7 attempt(s) ended; jobs left 1 dead, 1 queued, 1 succeeded; "
                     "1 dead (docsuper list --status dead)")
 
+
+def test_a_drain_cut_short_by_a_signal_says_so_and_what_is_left_and_exits_128_plus_the_signal():
+    tally = Tally()
+    tally.add("a", "queued")  # failed once, due again later
+    line, code = tally.summary(1, Interrupted("SIGTERM", 15, {"queued": 1, "running": 0}))
+    assert code == 143
+    assert line == ("docsuper: drain interrupted by SIGTERM: 1 attempt(s) ended; jobs left 1 queued; "
+                    "still in the queue: 1 queued")
+    line, code = Tally().summary(0, Interrupted("SIGINT", 2, None))
+    assert code == 130 and line.endswith("jobs left none; the queue could not be asked what is left")
+    tally.add("b", "dead")
+    assert tally.summary(2, Interrupted("SIGINT", 2, {"queued": 0, "running": 0}))[1] == 130
