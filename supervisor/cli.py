@@ -223,18 +223,19 @@ def once(state: State, job_id: str, store: bool) -> None:
     def show(child: Child, event: dict[str, Any]) -> None:
         kind = event.get("type")
         sample = child.tree.sample() if child.tree is not None else None
-        if sample is not None and sample.processes:
-            mem = f"rss {sample.rss_mb:6.1f} MB  uss {sample.uss_mb:6.1f} MB"
-        elif "rss_mb" in event:  # the child reported it, but has exited by now
+        if sample is not None and sample.processes and sample.rss_mb > 0:
+            mem = f"rss {sample.rss_mb:6.1f} MB" + (f"  uss {sample.uss_mb:6.1f} MB" if sample.uss_mb else "")
+        elif event.get("rss_mb"):  # the child reported it, but has exited by now
             mem = f"rss {event['rss_mb']:6.1f} MB"
         else:
             mem = ""
         if kind == "started":
-            click.echo(f"started   pid {child.pid}  {mem}")
+            pid = event.get("pid") or child.pid
+            click.echo(f"started   {f'pid {pid}  ' if pid else ''}{mem}".rstrip())
         elif kind == "progress":
             total = event.get("total")
             where = f"{event.get('done')}/{total}" if total else f"{event.get('done')}"
-            click.echo(f"{event.get('pass', ''):<9} {where:<9} {mem}")
+            click.echo(f"{event.get('pass', ''):<9} {where:<9} {mem}".rstrip())
         elif kind == "failure":
             click.echo(f"failure   {event.get('outcome')}: {event.get('message')}")
 
@@ -242,16 +243,25 @@ def once(state: State, job_id: str, store: bool) -> None:
         job = queue.replay(job_id, f"once:{os.getpid()}", cfg.queue.lease_s, store=store)
         click.echo(f"job {job.id}  attempt {job.attempts}/{job.max_attempts}  passes {','.join(job.passes)}  "
                    f"source {redact(job.source or '-')}")
-        supervisor = Supervisor(cfg, queue, Logger("warning", cfg.log.format, sys.stderr), on_event=show)
+        # Errors only: the lines above already say how the attempt went, and a JSON job_finished
+        # record in the middle of them (stderr and stdout share the terminal) only repeats it.
+        supervisor = Supervisor(cfg, queue, Logger("error", cfg.log.format, sys.stderr), on_event=show)
         supervisor.worker_id = f"once:{os.getpid()}"
         supervisor.run(only=job)
         record = supervisor.finished[-1] if supervisor.finished else {"outcome": "interrupted"}
         final = queue.get(job.id)
-    line = (f"{record['outcome']}: peak {record.get('peak_mb')} MB uss / {record.get('peak_rss_mb')} MB rss, "
-            f"{record.get('seconds')} s; job is now {final.status}")
+    took = f", {record['seconds']} s" if record.get("seconds") is not None else ""
+    line = f"{record['outcome']}: peak {_peak(record)}{took}; job is now {final.status}"
     if record["outcome"] != "succeeded":
         raise Failure(f"{line}; {record.get('error') or ''}".rstrip("; "))
     click.echo(line)
+
+
+def _peak(record: dict[str, Any]) -> str:
+    """An attempt's peak memory for people: only the figures that were measured."""
+    figures = [f"{record[key]:g} MB {name}" for key, name in (("peak_mb", "uss"), ("peak_rss_mb", "rss"))
+               if record.get(key)]
+    return " / ".join(figures) or "memory not measured"
 
 
 # -- producers --------------------------------------------------------------
