@@ -16,3 +16,24 @@ def test_once_says_only_what_was_measured_and_keeps_log_records_out_of_its_lines
         assert "started" in result.stdout
         final = result.stdout if code == 0 else result.stderr
         assert ("succeeded: peak " if code == 0 else "error: peak ") in final, shown
+
+
+def test_a_replay_that_fails_leaves_a_succeeded_job_as_it_was(env: Env):
+    # What once did to a job whose file was deleted since: turned it dead, and counted the replay
+    # (attempt 4/3). A replay under a lower memory cap fails the same way, with no file to delete.
+    env.set(DOCSUPER_WORKERS_PRELOAD="json")
+    [job_id] = env.submit("alloc", alloc_mb=60)
+    env.drain()
+    with env.queue() as q:
+        before = q.get(job_id)
+    assert before.status == "succeeded" and before.attempts == 1
+    for _ in range(3):
+        env.set(DOCSUPER_MEMORY_JOB_LIMIT_MB="20", DOCSUPER_MEMORY_KERNEL_LIMIT_MB="0")
+        result = env.cli("once", job_id, check=False)
+        assert result.returncode == 1 and "job is now succeeded" in result.stderr, result.stdout + result.stderr
+        assert "attempt 2/" not in result.stdout and "/3" not in result.stdout.splitlines()[0].replace("1/3", "")
+    with env.queue() as q:
+        assert q.get(job_id) == before  # state, attempts, result
+        attempts = q.attempts(job_id)
+    assert [(a.counted, a.replay) for a in attempts] == [(True, False)] + [(False, True)] * 3
+    assert all(a.outcome == "oom" for a in attempts[1:])
