@@ -448,7 +448,7 @@ def status(state: State, as_json: bool) -> None:
 @click.pass_obj
 @_guard
 def list_jobs(state: State, status_filter: str | None, limit: int, as_json: bool) -> None:
-    """Jobs, newest first: state, last outcome, attempts, peak memory, progress."""
+    """The newest jobs (the newest last): state, last outcome, attempts, peak memory, progress."""
     with state.queue() as queue:
         jobs = queue.list_jobs(status_filter, limit)
     if as_json:
