@@ -78,15 +78,3 @@ class MemoryBudget:
         if not running:
             fits = max(fits, 1)  # one job always runs, even when its cap exceeds the budget
         return max(0, min(free_slots, fits))
-
-
-def child_kernel_limit_mb(configured_mb: int, box_budget_mb: float) -> int:
-    """A child's RLIMIT_DATA: the configured limit, but never more than the box budget.
-
-    The kernel limit is the backstop for an allocation faster than the watchdog's sample;
-    set above what the box can give (450 + 100 MB headroom in a 512 MB cgroup) it never
-    fires, and the kernel's OOM killer does instead. A budget of 0 means it is unknown
-    (nothing fits): the configured limit stands."""
-    if box_budget_mb <= 0:
-        return configured_mb
-    return max(1, min(configured_mb, int(box_budget_mb)))

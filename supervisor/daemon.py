@@ -29,7 +29,7 @@ import psutil
 from docsuper import __version__
 
 from .app_hooks import ApplicationHooks
-from .budget import MemoryBudget, box_memory_mb, child_kernel_limit_mb
+from .budget import MemoryBudget, box_memory_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .launcher import SERVER_EXITED, LaunchError, child_environment, make_launcher
@@ -138,7 +138,6 @@ class Supervisor:
         self.drain_waiting: Waiting | None = None
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
-        self.kernel_limit_mb = config.kernel_limit_mb  # capped at the box budget once it is known
         self._config = config.as_dict()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._previous_handlers: dict[int, Any] = {}
@@ -187,12 +186,11 @@ class Supervisor:
         budget = self.cfg.memory.box_budget_mb or max(
             0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
         self.budget.budget_mb = budget
-        self.kernel_limit_mb = child_kernel_limit_mb(self.cfg.kernel_limit_mb, budget)
         self.metrics.budget_mb.set(budget)
         self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.preloaded,
                       seconds=ready.seconds, parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
                       box_budget_mb=round(budget), job_limit_mb=self.cfg.memory.job_limit_mb,
-                      kernel_limit_mb=self.kernel_limit_mb, configured_kernel_limit_mb=self.cfg.kernel_limit_mb)
+                      kernel_limit_mb=self.cfg.kernel_limit_mb)
 
     def _register(self) -> None:
         now = time.time()
@@ -441,7 +439,7 @@ class Supervisor:
         try:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options,
                            child_config(self._config, job.passes), resume, str(workdir), earlier)
-            fd = self.launcher.launch(spec, ChildLimits(self.kernel_limit_mb, cgroup))
+            fd = self.launcher.launch(spec, ChildLimits(self.cfg.kernel_limit_mb, cgroup))
         except LaunchError as exc:
             remove(workdir)
             self.cgroups.kill(cgroup)
@@ -594,7 +592,7 @@ class Supervisor:
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
                               child.last_page, child.plan),
-                       self.cfg.memory.job_limit_mb, self.kernel_limit_mb)
+                       self.cfg.memory.job_limit_mb, self.cfg.kernel_limit_mb)
         end.error, end.traceback = redact(end.error or "") or None, redact(end.traceback or "") or None  # stored, shown
         self.budget.learn(child.job.passes, meter.peak_uss_mb)
         record = _finished_record(child, end)
