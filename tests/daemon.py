@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,15 @@ def _submits_ocr(args: tuple[str, ...]) -> bool:
     if "--passes" not in args:
         return True  # the default pass is ocr
     return "ocr" in args[args.index("--passes") + 1].split(",")
+
+
+def stop_daemon(daemon: subprocess.Popen[str], timeout: float = 30) -> None:
+    """A fixture's tear-down: SIGTERM (the daemon's own shutdown), SIGKILL if it does not end in time."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
 
 
 def wait_for_log(daemon: subprocess.Popen[str], event: str, timeout: float = 30) -> dict[str, Any]:

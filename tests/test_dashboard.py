@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml  # comes with rapidocr-onnxruntime, one of docsuper's dependencies
 
-from .daemon import Env, wait_for
+from .daemon import Env, stop_daemon, wait_for
 from .test_http import free_port, get
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +54,7 @@ def busy_daemon(env: Env, tmp_path: Path):
         wait_for(lambda: get(f"{base}/healthz")[0] == 200, what="/healthz")
         yield env, base
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        stop_daemon(daemon)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemon import Env, wait_for
+from .daemon import Env, stop_daemon, wait_for
 from .test_http import free_port
 
 SCREEN = Path(os.environ.get("DOCSUPER_TOP_CAPTURE", "/tmp/docsuper-top-capture.txt"))
@@ -44,11 +43,7 @@ def three_jobs(env: Env, tmp_path: Path):
     try:
         yield env, port, ids, names, daemon
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        stop_daemon(daemon)
 
 
 @pytest.mark.slow
