@@ -1,8 +1,9 @@
 """The child side of one job: limits first, then the passes, then exit.
 
 A child is made either by the fork server (forked from a preloaded, single
-threaded process) or spawned as `python -m docsuper.passes.child SPEC_FD EVENT_FD`.
-Both paths end in `run_job`, so the two start methods behave the same.
+threaded process) or spawned as `python -m docsuper.passes.child SPEC_FD EVENT_FD …`.
+Both paths end in `run_job`, so the two start methods behave the same, the guard
+against a stalled parent (passes/keepalive.py) included.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from docsuper.supervisor.protocol import JOB_MARKER, PR_SET_PDEATHSIG, ChildLimits, JobSpec, join_cgroup, prctl
 
+from . import keepalive
 from .api import InvalidInput, PassContext, UnknownPass, find_pass, is_allocation_failure, peak_rss_mb
 
 TRACEBACK_TAIL_CHARS = 4000
@@ -50,10 +52,13 @@ def _failure(outcome: str, message: str, exc: BaseException | None = None) -> di
     return event
 
 
-def run_job(spec: JobSpec, event_fd: int) -> int:
-    """Run the job's passes in order; report one result or one failure. Returns the exit code."""
+def run_job(spec: JobSpec, event_fd: int, keepalive_fd: int | None = None, cgroup: str | None = None) -> int:
+    """Run the job's passes in order; report one result or one failure. Returns the exit code.
+    With `keepalive_fd`, the job stops itself when the parent goes silent (passes/keepalive.py)."""
     # Inherited by every process the job starts: how the reaper recognises its orphans.
     os.environ[JOB_MARKER] = spec.job_id
+    if keepalive_fd is not None:
+        keepalive.start_guard(keepalive_fd, spec.job_id, cgroup)
     ctx = PassContext(spec, event_fd)
     try:
         ctx.emit({"type": "started", "pid": os.getpid()})
@@ -78,16 +83,17 @@ def run_job(spec: JobSpec, event_fd: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of a spawned child: `python -m docsuper.passes.child SPEC_FD EVENT_FD PARENT_PID LIMITS_MB [CGROUP]`."""
+    """Entry point of a spawned child:
+    `python -m docsuper.passes.child SPEC_FD EVENT_FD KEEPALIVE_FD PARENT_PID LIMITS_MB [CGROUP]`."""
     args = sys.argv[1:] if argv is None else argv
-    spec_fd, event_fd, parent_pid, kernel_limit_mb = (int(a) for a in args[:4])
-    cgroup = args[4] if len(args) > 4 else ""
+    spec_fd, event_fd, keepalive_fd, parent_pid, kernel_limit_mb = (int(a) for a in args[:5])
+    cgroup = args[5] if len(args) > 5 else ""
     die_with_parent(parent_pid)
     apply_limits(ChildLimits(kernel_limit_mb, cgroup or None))
     stdout_to_stderr()
     with os.fdopen(spec_fd, "rb") as fh:
         spec = JobSpec.from_json(fh.read())
-    code = run_job(spec, event_fd)
+    code = run_job(spec, event_fd, keepalive_fd, cgroup or None)
     sys.stdout.flush()
     os._exit(code)
 

@@ -48,12 +48,21 @@ def alloc(ctx: PassContext) -> dict[str, Any]:
 
 def sleep(ctx: PassContext) -> dict[str, Any]:
     """Sleep `sleep_s`; with `fill_mb`, first write that much into the work directory, as a
-    download would."""
+    download would. With `tick_file`, append "PID MONOTONIC" to it every `tick_s` while
+    sleeping: a record of when each run of the job was alive, on the host's one clock."""
     seconds = float(ctx.options.get("sleep_s", 1.0))
     if ctx.options.get("fill_mb"):
         (ctx.workdir / "source").write_bytes(b"\0" * int(float(ctx.options["fill_mb"]) * (1 << 20)))
         ctx.progress(0, None, workdir=str(ctx.workdir))
-    time.sleep(seconds)
+    if not ctx.options.get("tick_file"):
+        time.sleep(seconds)
+        return {"slept_s": seconds}
+    tick_s = float(ctx.options.get("tick_s", 0.05))
+    end = time.monotonic() + seconds
+    with open(ctx.options["tick_file"], "a", buffering=1) as ticks:
+        while (now := time.monotonic()) < end:
+            ticks.write(f"{os.getpid()} {now:.6f}\n")
+            time.sleep(min(tick_s, end - now))
     return {"slept_s": seconds}
 
 

@@ -4,7 +4,7 @@ The supervisor starts it as a fresh interpreter (`python -m docsuper.passes.fork
 and talks to it over a SOCK_SEQPACKET socket:
 
     server     → Ready                        once, after preloading
-    supervisor → Start + fds [event pipe, spec memfd]
+    supervisor → Start + fds [event pipe, spec memfd, keepalive pipe]
     server     → Started (job, pid)  or  Refused (job, why)
     server     → Exited (pid, wait status)    whenever a job child is reaped
     supervisor → Ping   server → Pong          the supervisor's liveness check
@@ -46,7 +46,7 @@ from docsuper.supervisor.protocol import (
     Start,
     Started,
     decode_message,
-    children_of,
+    descendants_of,
     drain_pipe,
     encode_message,
     kill_cgroup,
@@ -61,15 +61,6 @@ MAX_MESSAGE = 65536
 
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
-
-
-def _descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        for child_pid in children_of(frontier.pop()):
-            found.append(child_pid)
-            frontier.append(child_pid)
-    return found
 
 
 class ForkServer:
@@ -113,7 +104,7 @@ class ForkServer:
         for pid in list(self.jobs):
             if pid in self.cgroups:
                 kill_cgroup(self.cgroups[pid])
-            for descendant in _descendants(pid):
+            for descendant in descendants_of(pid):
                 try:
                     os.kill(descendant, signal.SIGKILL)
                 except OSError:
@@ -130,24 +121,29 @@ class ForkServer:
             self.send(Exited(pid, status))
 
     def start_job(self, message: Start, fds: list[int]) -> None:
-        event_fd, spec_fd = fds
-        if _threads() > 1:
+        refusal = None
+        if len(fds) != 3:
+            refusal = f"a start needs 3 descriptors (events, spec, keepalive), got {len(fds)}"
+        elif _threads() > 1:
+            refusal = f"fork server has {_threads()} threads; refusing to fork"
+        if refusal is not None:
             for fd in fds:
                 os.close(fd)
-            self.send(Refused(message.job_id, f"fork server has {_threads()} threads; refusing to fork"))
+            self.send(Refused(message.job_id, refusal))
             return
         server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            self._become_child(message, server_pid, event_fd, spec_fd)
-        os.close(event_fd)
-        os.close(spec_fd)
+            self._become_child(message, server_pid, fds)
+        for fd in fds:
+            os.close(fd)
         self.jobs[pid] = message.job_id
         if message.limits.cgroup:
             self.cgroups[pid] = message.limits.cgroup
         self.send(Started(message.job_id, pid))
 
-    def _become_child(self, message: Start, server_pid: int, event_fd: int, spec_fd: int) -> None:
+    def _become_child(self, message: Start, server_pid: int, fds: list[int]) -> None:
+        event_fd, spec_fd, keepalive_fd = fds
         code = 1
         try:
             for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
@@ -162,7 +158,7 @@ class ForkServer:
             child.stdout_to_stderr()
             with os.fdopen(spec_fd, "rb") as fh:
                 spec = JobSpec.from_json(fh.read())
-            code = child.run_job(spec, event_fd)
+            code = child.run_job(spec, event_fd, keepalive_fd, message.limits.cgroup)
         except BaseException:
             import traceback
 
@@ -182,7 +178,7 @@ class ForkServer:
                 drain_pipe(self.wake_r)
                 self.reap()
             if self.sock.fileno() in readable:
-                data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
+                data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 3)
                 if not data:
                     self.shutdown()
                 message = decode_message(data)

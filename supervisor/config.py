@@ -365,6 +365,20 @@ class Config:
     def kernel_limit_mb(self) -> int:
         return self.memory.kernel_limit_mb or self.memory.job_limit_mb + self.memory.kernel_headroom_mb
 
+    @property
+    def keepalive_s(self) -> float:
+        return keepalive_s(self.queue.lease_s, self.queue.heartbeat_s)
+
+
+def keepalive_s(lease_s: float, heartbeat_s: float) -> float:
+    """How long a child trusts a silent parent (passes/keepalive.py): lease − 2 heartbeats.
+
+    The last lease renewal before the parent stopped was at most a heartbeat before its
+    last keepalive, so the lease runs at least lease − heartbeat beyond that keepalive;
+    the child stops one more heartbeat before that, a margin for its guard thread to wake
+    and kill. A lease is at least 3 heartbeats (check_across), so this is at least one."""
+    return lease_s - 2 * heartbeat_s
+
 
 def check_across(cfg: Config) -> None:
     """Rules between keys; each value alone has passed its own checks."""

@@ -32,6 +32,7 @@ from .app_hooks import ApplicationHooks
 from .budget import MemoryBudget, box_memory_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
+from .keepalive import Keepalive
 from .launcher import SERVER_EXITED, LaunchError, child_environment, make_launcher
 from .logs import Logger, OutageLog
 from .metering import MemoryMeter
@@ -93,6 +94,7 @@ class Child:
     first_page_s: float | None = None  # claim → the first page result
     current_pass: str | None = None
     plan: dict[str, Any] | None = None  # the memory plan the child said it runs
+    parent_silent: bool = False  # our loop was silent past its keepalive: it may have stopped itself
 
 
 class Supervisor:
@@ -113,6 +115,7 @@ class Supervisor:
         self.workdirs = WorkDirs(config.workers.work_dir, self.worker_name)
         self.cgroups = JobCgroups(self.worker_name)
         self.children: dict[str, Child] = {}  # by job id
+        self.keepalive = Keepalive(config.keepalive_s, every_s=min(1.0, config.queue.heartbeat_s / 4))
         self.by_pid: dict[int, Child] = {}
         self.outbox = Outbox(self._queue_unavailable, self._queue_refused)
         self.pending_signals: list[int] = []
@@ -236,6 +239,7 @@ class Supervisor:
         if only is None and not self.stopping:
             self._claim(now, drain)
         self._wait(self._timeout(time.monotonic(), drain))
+        self._keep_alive(time.monotonic())  # before any reap: a silence may explain an exit
         self._read_events()
         self._take_launcher_reports()
         now = time.monotonic()
@@ -318,6 +322,9 @@ class Supervisor:
 
     def _timeout(self, now: float, drain: bool) -> float:
         moments = [self.next_sample, self.next_heartbeat]
+        keepalive_at = self.keepalive.next_at()
+        if keepalive_at is not None:
+            moments.append(keepalive_at)
         if self.outbox:  # nothing is claimed while writes wait: the outbox's retry is the next moment
             moments.append(self.outbox.retry_at)
         elif not self.stopping and len(self.children) < self.cfg.workers.concurrency:
@@ -439,7 +446,7 @@ class Supervisor:
         try:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options,
                            child_config(self._config, job.passes), resume, str(workdir), earlier)
-            fd = self.launcher.launch(spec, ChildLimits(self.cfg.kernel_limit_mb, cgroup))
+            pipes = self.launcher.launch(spec, ChildLimits(self.cfg.kernel_limit_mb, cgroup))
         except LaunchError as exc:
             remove(workdir)
             self.cgroups.kill(cgroup)
@@ -450,8 +457,9 @@ class Supervisor:
                 self._replace_launcher(str(exc))
             return
         now = time.monotonic()
+        self.keepalive.add(job.id, pipes.keepalive, now)
         # The timeout counts from the claim: a start that hangs is part of the job's time.
-        child = Child(job=job, events=EventReader(fd), claimed_at=claimed_at, started_at=now,
+        child = Child(job=job, events=EventReader(pipes.events), claimed_at=claimed_at, started_at=now,
                       deadline=claimed_at + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now),
                       workdir=workdir, cgroup=cgroup)
         self.children[job.id] = child
@@ -584,6 +592,7 @@ class Supervisor:
             self.by_pid.pop(child.pid, None)
         self._drain_events(child)
         os.close(child.events.fd)
+        self.keepalive.remove(child.job.id)
         if child.tree is not None:
             child.tree.kill()  # anything the job left running goes with it
         self.cgroups.kill(child.cgroup)  # even what escaped the tree walk
@@ -591,7 +600,7 @@ class Supervisor:
         meter = child.meter
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
-                              child.last_page, child.plan),
+                              child.last_page, child.plan, child.parent_silent, self.cfg.keepalive_s),
                        self.cfg.memory.job_limit_mb, self.cfg.kernel_limit_mb)
         end.error, end.traceback = redact(end.error or "") or None, redact(end.traceback or "") or None  # stored, shown
         self.budget.learn(child.job.passes, meter.peak_uss_mb)
@@ -665,6 +674,16 @@ class Supervisor:
         self.metrics.children_mb.set(sum(c.meter.uss_mb for c, _ in measured))
 
     # -- leases ----------------------------------------------------------
+    def _keep_alive(self, now: float) -> None:
+        """Tell the children we are here; say so when we were not (passes/keepalive.py)."""
+        lapsed = self.keepalive.tick(now)
+        for job_id in lapsed:
+            self.children[job_id].parent_silent = True
+        if lapsed:
+            self.log.warning("supervisor_was_silent", keepalive_s=self.cfg.keepalive_s, jobs=lapsed,
+                             reason="this loop did not turn within the keepalive (the process was stopped or "
+                                    "a call blocked); these jobs may have stopped themselves to free their lease")
+
     def _heartbeat(self, now: float) -> None:
         self.next_heartbeat = now + self.cfg.queue.heartbeat_s
         self.metrics.parent_rss_mb.set(_own_rss_mb())

@@ -1,7 +1,7 @@
 """Starting job children: from the fork server (default) or as fresh interpreters.
 
-Both start methods implement `Launcher`: `launch()` hands back the read end of
-the child's event pipe at once, and the child's pid, its refusal or its exit come
+Both start methods implement `Launcher`: `launch()` hands back the parent's ends
+of the child's pipes at once (its events, and the keepalive: protocol.py), and the child's pid, its refusal or its exit come
 later as reports from `poll()`, which the supervisor calls when `fileno()` is
 readable. The fork server answers asynchronously: forking a process that maps the
 document libraries takes milliseconds, and the supervisor does other work
@@ -96,6 +96,14 @@ class Reports:
     orphaned: list[Exited] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ChildPipes:
+    """The parent's ends of a new child's pipes."""
+
+    events: int  # read end of its event pipe (non-blocking)
+    keepalive: int  # write end of its keepalive pipe (non-blocking)
+
+
 class Launcher(Protocol):
     name: str
 
@@ -108,8 +116,8 @@ class Launcher(Protocol):
     def filenos(self) -> list[int]:
         """Readable when poll() has something to report."""
 
-    def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
-        """Start a child for `spec`; returns the read end of its event pipe. Its pid comes as a Started report."""
+    def launch(self, spec: JobSpec, limits: ChildLimits) -> ChildPipes:
+        """Start a child for `spec`; returns the parent's ends of its pipes. Its pid comes as a Started report."""
 
     def poll(self) -> Reports:
         """What happened since the last call (a launcher that died says so through check())."""
@@ -142,6 +150,17 @@ def _event_pipe() -> tuple[int, int]:
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     os.set_blocking(read_fd, False)
     return read_fd, write_fd
+
+
+def _keepalive_pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_fd, False)  # a child too busy to read must never block the loop
+    return read_fd, write_fd
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 class ForkServerLauncher:
@@ -230,19 +249,19 @@ class ForkServerLauncher:
         except OSError as exc:
             raise LaunchError(f"cannot reach the fork server: {exc}") from None
 
-    def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
+    def launch(self, spec: JobSpec, limits: ChildLimits) -> ChildPipes:
         read_fd, write_fd = _event_pipe()
+        keepalive_r, keepalive_w = _keepalive_pipe()
         spec_fd = _spec_memfd(spec)
         try:
-            self._send(Start(spec.job_id, limits), [write_fd, spec_fd])
+            self._send(Start(spec.job_id, limits), [write_fd, spec_fd, keepalive_r])
         except LaunchError:
-            os.close(read_fd)
+            _close(read_fd, keepalive_w)
             raise
         finally:
-            os.close(write_fd)
-            os.close(spec_fd)
+            _close(write_fd, spec_fd, keepalive_r)
         self._unacked[spec.job_id] = time.monotonic()
-        return read_fd
+        return ChildPipes(read_fd, keepalive_w)
 
     def poll(self) -> Reports:
         drain_pipe(self._wake_r)
@@ -396,27 +415,27 @@ class SpawnLauncher:
         except BlockingIOError:
             pass
 
-    def launch(self, spec: JobSpec, limits: ChildLimits) -> int:
+    def launch(self, spec: JobSpec, limits: ChildLimits) -> ChildPipes:
         read_fd, write_fd = _event_pipe()
+        keepalive_r, keepalive_w = _keepalive_pipe()
         spec_fd = _spec_memfd(spec)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "docsuper.passes.child", str(spec_fd), str(write_fd), str(os.getpid()),
-                 str(limits.kernel_limit_mb), limits.cgroup or ""],
-                pass_fds=[spec_fd, write_fd], env={**self.child_env, JOB_MARKER: spec.job_id},
+                [sys.executable, "-m", "docsuper.passes.child", str(spec_fd), str(write_fd), str(keepalive_r),
+                 str(os.getpid()), str(limits.kernel_limit_mb), limits.cgroup or ""],
+                pass_fds=[spec_fd, write_fd, keepalive_r], env={**self.child_env, JOB_MARKER: spec.job_id},
                 stdin=subprocess.DEVNULL, process_group=0,
             )
         except OSError as exc:
-            os.close(read_fd)
+            _close(read_fd, keepalive_w)
             raise LaunchError(f"cannot start a child: {exc}") from None
         finally:
-            os.close(write_fd)
-            os.close(spec_fd)
+            _close(write_fd, spec_fd, keepalive_r)
         self._jobs[process.pid] = spec.job_id
         self._processes[process.pid] = process
         self._started.append(Started(spec.job_id, process.pid))
         self._wake()
-        return read_fd
+        return ChildPipes(read_fd, keepalive_w)
 
     def poll(self) -> Reports:
         drain_pipe(self._wake_r)

@@ -12,6 +12,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from .protocol import EXIT_PARENT_SILENT
 from .queue.base import AttemptEnd
 
 OOM_MARGIN = 0.9  # a crash at 90 % of a memory cap or more is counted as out of memory
@@ -45,6 +46,8 @@ class Ending:
     peak_rss_mb: float = 0.0
     last_page: int | None = None
     plan: dict[str, Any] | None = None  # the memory plan the child said it runs (the ocr pass's)
+    parent_silent: bool = False  # the supervisor's loop was silent past the child's keepalive
+    keepalive_s: float = 0.0
 
 
 def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> AttemptEnd:
@@ -58,6 +61,10 @@ def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> Att
         end.outcome, end.result = "succeeded", ending.result
     elif ending.stop_outcome is not None:
         end.outcome, end.error = ending.stop_outcome, ending.stop_message
+    elif ending.parent_silent and exit_code == EXIT_PARENT_SILENT:  # a pass exiting 75 alone is a crash
+        end.outcome = "interrupted"
+        end.error = (f"stopped itself: the supervisor was silent for more than {ending.keepalive_s:g} s "
+                     "(stopped, or a call blocked its loop), after which its lease could pass to another worker")
     elif ending.failure is not None:
         end.outcome = ending.failure.get("outcome", "error")
         end.error = ending.failure.get("message")

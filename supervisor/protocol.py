@@ -19,6 +19,8 @@ Standard library only, so `docsuper.passes` never pulls in the supervisor. It ho
   `crashed` (or `oom`/`timeout` when the watchdog killed it);
 - the fork server's messages (Ready, Start, Started, Refused, Exited, Ping, Pong),
   one per SOCK_SEQPACKET datagram;
+- the parent's keepalive: on a pipe of its own, the moment until which a child may
+  trust the parent to hold its job's lease (a child past it stops its job);
 - the job marker and the Linux process plumbing both sides use (prctl, reaping a
   job's children and the orphans it left). Memory figures everywhere are MiB.
 """
@@ -29,6 +31,7 @@ import ctypes
 import json
 import os
 import signal
+import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Union
 
@@ -76,6 +79,32 @@ class ChildLimits:
 
     kernel_limit_mb: int  # RLIMIT_DATA
     cgroup: str | None = None  # the job's own cgroup (v2) to join before the first pass
+
+
+# -- the parent's keepalive ----------------------------------------------------
+# Every turn of its loop the parent writes, on each child's keepalive pipe, a
+# CLOCK_MONOTONIC moment (one clock for every process on the host) until which the
+# child may trust it to renew the job's lease. A parent that stops (SIGSTOP, a wedged
+# loop) writes no more; its children stop their jobs at the last moment written,
+# before another worker can claim them (docs/operating.md, "A stalled supervisor").
+KEEPALIVE_FORMAT = "=d"
+KEEPALIVE_BYTES = struct.calcsize(KEEPALIVE_FORMAT)
+# A child that stopped its job because the parent went silent exits with this code;
+# the parent counts it as `interrupted` only if it knows its own loop was silent then.
+EXIT_PARENT_SILENT = 75  # EX_TEMPFAIL
+
+
+def encode_keepalive(until: float) -> bytes:
+    return struct.pack(KEEPALIVE_FORMAT, until)
+
+
+def last_keepalive(data: bytes) -> tuple[float | None, bytes]:
+    """The newest moment among whole records in `data`, and the bytes of a partial one left over."""
+    whole = len(data) - len(data) % KEEPALIVE_BYTES
+    if whole == 0:
+        return None, data
+    (until,) = struct.unpack(KEEPALIVE_FORMAT, data[whole - KEEPALIVE_BYTES:whole])
+    return until, data[whole:]
 
 
 # -- events from a child -------------------------------------------------------
@@ -235,6 +264,16 @@ def children_of(pid: int) -> list[int]:
                 found.extend(int(p) for p in fh.read().split())
         except OSError:
             continue
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Every process below `pid`, children first."""
+    found, frontier = [], [pid]
+    while frontier:
+        for child_pid in children_of(frontier.pop()):
+            found.append(child_pid)
+            frontier.append(child_pid)
     return found
 
 

@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from docsuper.supervisor.outcome import OOM_MARGIN, Ending, classify, describe_status, signal_name
+from docsuper.supervisor.protocol import EXIT_PARENT_SILENT
 
 CAP, KERNEL = 450, 550
 
@@ -87,3 +88,22 @@ def test_a_death_near_a_memory_cap_is_oom(uss, rss, outcome):
 def test_peak_uss_is_empty_when_never_read():
     end = classify(Ending(exited(0), result={}, peak_rss_mb=0.0), CAP, KERNEL)
     assert end.peak_mb is None and end.peak_rss_mb is None
+
+
+def test_a_child_that_stopped_itself_while_the_parent_was_silent_is_interrupted():
+    end = classify(Ending(exited(EXIT_PARENT_SILENT), parent_silent=True, keepalive_s=30), CAP, KERNEL)
+    assert end.outcome == "interrupted"
+    assert "silent for more than 30 s" in (end.error or "")
+
+
+def test_exit_75_without_a_silent_parent_is_a_crash_not_a_free_retry():
+    # A pass could exit 75 on its own; only the parent's own silence makes it uncounted.
+    assert classify(Ending(exited(EXIT_PARENT_SILENT)), CAP, KERNEL).outcome == "crashed"
+
+
+@pytest.mark.parametrize("ending, outcome", [
+    (Ending(exited(0), result={}, parent_silent=True), "succeeded"),
+    (Ending(exited(EXIT_PARENT_SILENT), stop_outcome="lost", stop_message="taken", parent_silent=True), "lost"),
+])
+def test_a_result_or_a_lost_lease_beats_the_parents_silence(ending: Ending, outcome: str):
+    assert classify(ending, CAP, KERNEL).outcome == outcome

@@ -1,0 +1,118 @@
+"""A supervisor stopped with SIGSTOP past its lease: its jobs must not run on beside another worker's.
+
+Real daemons on one SQLite queue, stopped and continued with real signals. The
+jobs stop themselves when the parent's keepalive lapses (passes/keepalive.py),
+before the lease can pass to another worker; the parent, running again, records
+the attempt `interrupted` without using one of the job's attempts.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .daemon import Env, job_children, parse_log, stop_daemon, wait_for, wait_for_log
+
+LEASE_S, HEARTBEAT_S = 8.0, 2.0  # a keepalive of 8 − 2 × 2 = 4 s
+
+
+@pytest.fixture
+def stall_env(env: Env) -> Env:
+    env.set(DOCSUPER_QUEUE_LEASE_S=str(LEASE_S), DOCSUPER_QUEUE_HEARTBEAT_S=str(HEARTBEAT_S),
+            DOCSUPER_LOG_LEVEL="info")
+    return env
+
+
+def start_ready(env: Env) -> subprocess.Popen[str]:
+    daemon = env.start()
+    wait_for_log(daemon, "supervisor_started")
+    return daemon
+
+
+def running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def ticks_by_pid(tick_file: Path) -> dict[int, list[float]]:
+    ticks: dict[int, list[float]] = defaultdict(list)
+    for line in tick_file.read_text().splitlines():
+        pid, moment = line.split()
+        ticks[int(pid)].append(float(moment))
+    return ticks
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_a_stopped_parents_job_stops_itself_before_its_lease_ends(stall_env: Env, tmp_path: Path,
+                                                                    start_method: str):
+    env = stall_env
+    env.set(DOCSUPER_WORKERS_START_METHOD=start_method)
+    pid_file = tmp_path / "grandchildren.pids"
+    [job_id] = env.submit("grandchildren", grandchildren=2, pid_file=str(pid_file), sleep_s=3600)
+    daemon = start_ready(env)
+    try:
+        grandchildren = wait_for(lambda: pid_file.exists() and [int(p) for p in pid_file.read_text().split()],
+                                 what="the grandchildren")
+        [child] = wait_for(lambda: job_children(daemon.pid), what="the job's child")
+        processes = [child] + [psutil.Process(pid) for pid in grandchildren]
+        daemon.send_signal(signal.SIGSTOP)
+        lease_ends = wait_for(lambda: env.queue().get(job_id).lease_expires_at, what="the job's lease")
+        # A zombie is dead: with spawn, its parent (stopped) is the one to reap it.
+        wait_for(lambda: not running(processes), timeout=LEASE_S + 5,
+                 what="the job's processes to stop while the parent is stopped")
+        gone_by = time.time()
+        assert gone_by < lease_ends, f"the job's processes outlived its lease by {gone_by - lease_ends:.2f} s"
+        daemon.send_signal(signal.SIGCONT)
+        first = wait_for(lambda: (a := env.queue().attempts(job_id)) and a[0].outcome and a[0],
+                         what="the first attempt to be recorded")
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+        stop_daemon(daemon)
+    out, _ = daemon.communicate()
+    assert (first.outcome, first.counted) == ("interrupted", False), first.error
+    assert "supervisor was silent for more than 4 s" in first.error
+    silent = [r for r in parse_log(out) if r["event"] == "supervisor_was_silent"]
+    assert silent and silent[0]["jobs"] == [job_id]
+
+
+def test_a_second_worker_never_runs_a_job_beside_the_stopped_workers_child(stall_env: Env, tmp_path: Path):
+    """Each run of the job writes its pid and the host's monotonic clock every 50 ms: the stopped
+    worker's child must have written its last tick before the second worker's child its first."""
+    env = stall_env
+    tick_file = tmp_path / "ticks"
+    [job_id] = env.submit("sleep", sleep_s=3600, tick_file=str(tick_file))
+    first = start_ready(env)
+    second = None
+    try:
+        wait_for(lambda: tick_file.exists() and tick_file.read_text(), what="the first run to tick")
+        second = start_ready(env)
+        first.send_signal(signal.SIGSTOP)
+        # Ten ticks of the second run: a first run still alive would have ticked among them.
+        runs = wait_for(lambda: len(ticks := ticks_by_pid(tick_file)) >= 2 and min(map(len, ticks.values())) >= 10
+                        and ticks, timeout=LEASE_S + 20, what="the second worker to run the job")
+        first_run, second_run = sorted(runs.values(), key=min)
+        assert max(first_run) < min(second_run), (
+            f"both ran at once for {max(first_run) - min(second_run):.2f} s")
+        first.send_signal(signal.SIGCONT)
+        # Back, the first worker finds the job is another's, writes nothing for it, and goes on.
+        wait_for_log(first, "job_result_discarded", timeout=20)
+        assert first.poll() is None
+        job = env.queue().get(job_id)
+        assert job.status == "running" and f":{first.pid}:" not in (job.lease_owner or "")
+    finally:
+        first.send_signal(signal.SIGCONT)
+        stop_daemon(first)
+        if second is not None:
+            stop_daemon(second)
