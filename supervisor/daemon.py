@@ -696,7 +696,7 @@ class Supervisor:
             if not self.queue.worker_seen(self.worker_id, len(self.children), self.cfg.queue.lease_s):
                 self._register()  # forgotten while we were cut off for longer than a lease
             for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self._seen_for(now)):
-                self.log.warning("lease_reclaimed", job_id=job_id, outcome="lost")
+                self.log.warning("lease_reclaimed", job_id=job_id, document=self._document_of(job_id), outcome="lost")
                 self.metrics.reclaimed.inc()
                 self.claim_wanted = True
         except QueueError as exc:
@@ -705,6 +705,14 @@ class Supervisor:
             self.outage.away("heartbeat", exc)
             return
         self.outage.back()
+
+    def _document_of(self, job_id: str) -> str | None:
+        """For a log line about a job this worker does not run; the line goes out without it
+        rather than not at all when the queue cannot say."""
+        try:
+            return document_name(self.queue.get(job_id).source)
+        except QueueError:
+            return None
 
     def _seen_for(self, now: float) -> float | None:
         """How long the queue has been visible again after an outage; None: long enough to judge

@@ -373,7 +373,10 @@ def test_a_pass_receives_only_its_sections_and_a_scrubbed_environment(env: Env):
 
 def test_drain_waits_for_the_jobs_of_a_dead_worker_and_forgets_the_worker(env: Env):
     env.set(DOCSUPER_QUEUE_LEASE_S="6")
-    [job_id] = env.submit("pages", pages=4, page_s=0.5)
+    document = env.root / "referral-0042.pdf"  # named in the log; the pages pass never reads it
+    document.write_bytes(b"%PDF-1.4\n")
+    [job_id] = env.cli("submit", str(document), "--passes", "pages", "--option", "pages=4",
+                       "--option", "page_s=0.5").stdout.split()
     first = env.start()
     wait_for(lambda: (env.queue().get(job_id).progress_done or 0) >= 1, what="a page done")
     first.kill()
@@ -384,6 +387,8 @@ def test_drain_waits_for_the_jobs_of_a_dead_worker_and_forgets_the_worker(env: E
     assert waiting and waiting[0]["jobs"] == 1
     gone = [r for r in waiting if r["of_gone_workers"] == 1]  # once the dead worker has been silent a while
     assert gone and gone[0]["reclaimable_in_s"] <= 6
+    reclaimed = [r for r in records if r["event"] == "lease_reclaimed"]
+    assert [(r["job_id"], r["document"]) for r in reclaimed] == [(job_id, "referral-0042.pdf")]
     job, attempts = only_attempt(env, job_id)
     assert job.status == "succeeded" and [a.outcome for a in attempts] == ["lost", "succeeded"]
     status = json.loads(env.cli("status", "--json").stdout)
