@@ -22,7 +22,7 @@ from .client import Client
 from .config import Config, ConfigError, describe, load_config
 from .picture import document_name, next_retry_at
 from .redact import redact, redact_value, remember
-from .queue.base import JOB_STATES, InvalidJob, Job, NewJob, Queue, QueueError, SchemaOutdated, open_queue
+from .queue.base import FINAL_STATES, JOB_STATES, InvalidJob, Job, NewJob, Queue, QueueError, SchemaOutdated, open_queue
 
 EXIT_USAGE = 2
 # PostgreSQL's `integer` column; SQLite would overflow at 2**63 with a traceback.
@@ -240,9 +240,12 @@ def once(state: State, job_id: str, store: bool) -> None:
             click.echo(f"failure   {event.get('outcome')}: {event.get('message')}")
 
     with queue:
+        was = queue.get(job_id).status
         job = queue.replay(job_id, f"once:{os.getpid()}", cfg.queue.lease_s, store=store)
-        click.echo(f"job {job.id}  attempt {job.attempts}/{job.max_attempts}  passes {','.join(job.passes)}  "
-                   f"source {redact(job.source or '-')}")
+        # A replay of a finished job is not one of its attempts: say what it is instead of "1/3".
+        run = (f"attempt {job.attempts}/{job.max_attempts}" if store or was not in FINAL_STATES
+               else f"replay, not counted (the job stays {was})")
+        click.echo(f"job {job.id}  {run}  passes {','.join(job.passes)}  source {redact(job.source or '-')}")
         # Errors only: the lines above already say how the attempt went, and a JSON job_finished
         # record in the middle of them (stderr and stdout share the terminal) only repeats it.
         supervisor = Supervisor(cfg, queue, Logger("error", cfg.log.format, sys.stderr), on_event=show)
