@@ -10,6 +10,7 @@ passes, until then the job's cap.
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 RECENT_PEAKS = 20
@@ -70,11 +71,46 @@ class MemoryBudget:
 
     def room(self, running: list[tuple[list[str], float]], free_slots: int) -> int:
         """How many more jobs to claim, given (passes, current MB) of each running child."""
-        if free_slots <= 0:
-            return 0
+        return self.admit(running, free_slots).claim
+
+    def admit(self, running: list[tuple[list[str], float]], free_slots: int) -> "Admission":
+        """How many more jobs to claim, and why no more: (passes, current MB) of each running child."""
         held = sum(max(current, self.expected(passes)) for passes, current in running)
         each = max(1.0, self.expected())
         fits = int((self.budget_mb - held) // each)
         if not running:
             fits = max(fits, 1)  # one job always runs, even when its cap exceeds the budget
-        return max(0, min(free_slots, fits))
+        claim = max(0, min(free_slots, fits)) if free_slots > 0 else 0
+        return Admission(claim, max(0, free_slots), len(running), round(held, 1), round(each, 1),
+                         bool(self._peaks), round(self.budget_mb, 1))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """One admission decision: `claim` jobs now, of `free_slots`; the figures it was made from."""
+
+    claim: int
+    free_slots: int
+    running: int
+    held_mb: float  # the running children, each at the higher of its USS and what its kind needed before
+    next_job_mb: float  # what the next job is expected to need: the hungriest kind seen, else the cap
+    learned: bool  # False: no peak is known yet, so the next job is expected at the cap
+    budget_mb: float
+
+    @property
+    def limited(self) -> bool:
+        """The budget, not the concurrency, is what holds jobs back."""
+        return self.claim < self.free_slots
+
+    def key(self) -> tuple[int, int, int, float, bool]:
+        """What a change of decision is: not the running children's MB, which move every sample."""
+        return (self.claim, self.free_slots, self.running, self.next_job_mb, self.learned)
+
+    def reason(self) -> str:
+        if not self.limited:
+            return f"the budget fits a job in each of the {self.free_slots} free slot(s) again"
+        basis = ("the highest recent peak of the hungriest kind of job seen" if self.learned
+                 else "the job cap, as no job's peak is known yet")
+        return (f"{self.claim} of {self.free_slots} free slot(s) filled: {self.running} running job(s) hold "
+                f"{self.held_mb:g} MB of the {self.budget_mb:g} MB budget (each at the higher of its USS and its "
+                f"kind's recent peak) and the next job is expected to need {self.next_job_mb:g} MB ({basis})")

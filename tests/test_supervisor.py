@@ -248,6 +248,30 @@ def test_jobs_over_the_box_budget_are_preempted_and_requeued(env: Env):
             assert len(counted) == 1
 
 
+def test_jobs_held_back_by_the_box_budget_are_logged_once_per_decision_with_the_reason(env: Env):
+    # The cap is above the budget: until one job's peak is known, jobs run one at a time.
+    env.set(DOCSUPER_MEMORY_BOX_BUDGET_MB="300", DOCSUPER_MEMORY_JOB_LIMIT_MB="400",
+            DOCSUPER_WORKERS_CONCURRENCY="3", DOCSUPER_LOG_LEVEL="debug")  # debug: job_started
+    first, *rest = env.submit("sleep", count=3, sleep_s=1.5)
+    records = env.drain()
+    events = [r for r in records if r["event"] in ("admission", "job_started", "job_finished")]
+    first_done = next(i for i, r in enumerate(events) if r["event"] == "job_finished")
+    assert events[first_done]["job_id"] == first
+    held = [r for r in events[:first_done] if r["event"] == "admission"]
+    # The first claim takes one job of three free slots, then nothing fits beside it: two
+    # decisions, each said once although the loop asked again every 100 ms for 1.5 s.
+    assert [(r["claim"], r["free_slots"], r["running"]) for r in held] == [(1, 3, 0), (0, 2, 1)], held
+    assert all(r["limited"] and r["budget_mb"] == 300 and r["next_job_mb"] == 400 for r in held)
+    assert "no job's peak is known yet" in held[1]["reason"] and "400 MB" in held[1]["reason"]
+    assert "300 MB budget" in held[1]["reason"]
+    # Once the first job's peak is known the other two start together, and the log says the
+    # budget holds nothing back any more; an empty queue at the end is not a job held back.
+    after = [r for r in events[first_done:] if r["event"] == "admission"]
+    assert [r["limited"] for r in after] == [False], after
+    started = [r["job_id"] for r in events[first_done:] if r["event"] == "job_started"]
+    assert sorted(started) == sorted(rest)
+
+
 def test_once_replays_a_job_in_the_foreground(env: Env):
     [job_id] = env.submit("pages", pages=3)
     result = env.cli("once", job_id)
