@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
 """Run `docsuper run --drain` inside a 512 MB memory cgroup, as on a Render Starter box.
 
-    sudo .venv/bin/python scripts/bench_box.py [--limit-mb 512] [--concurrency 5] [--quick]
+    sudo .venv/bin/python scripts/bench_box.py [--limit-mb 512] [--concurrency 5] [--quick] [--logs DIR]
 
 Creates a memory cgroup (v1 or v2) below the one this process is in, limits it,
 starts the supervisor in it and feeds it a burst of 16 mixed jobs like the crash
 file's: low-resolution scans, ~20 MB uncompressed TIFFs, a 142-page scan, images
-(a phone photo, a PNG, a G4 fax) and text-layer PDFs. Runs the burst at
-WORKER_CONCURRENCY=5 and again at 1, and prints per run: outcomes, the kernel's OOM
-kills inside the box (must be 0), the box's peak memory, the most OCR children
-alive at once, and pages/s, with the ratio of the two runs. Needs root.
+(a phone photo, a PNG, a G4 fax) and text-layer PDFs. Runs the same burst at
+WORKER_CONCURRENCY=5 and then at 1, one after the other in one run, and prints per run:
+outcomes, the kernel's OOM kills inside the box (must be 0), the box's peak memory,
+the most OCR children alive at once, pages/s and the ratio of the two runs.
+
+Beside them it prints what bounds the ratio. At concurrency 1 the run takes the sum of
+its jobs' times; at 5 it can take no less than the longest job alone (a job is one
+single-threaded child) nor than the CPU work spread over the cores. So the best ratio
+this burst allows on this machine is  c1 seconds / max(longest job at c1, c1 seconds / cores);
+`tail` is how long the last job ran alone at the end (one core busy, the others idle), and
+`CPU` is the CPU time the burst got against cores × seconds (other processes on the
+machine take the rest: the load average is printed beside every run). `--logs DIR`
+keeps each run's supervisor log: its `admission` lines say why jobs waited. Needs root.
 `scripts/bench_ocr.py` calls `burst_figures` for the same table.
 """
 
@@ -19,6 +28,7 @@ import argparse
 import collections
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -136,8 +146,8 @@ def _env(work: Path, roots: Path, concurrency: int, extra: dict[str, str]) -> di
     return env
 
 
-def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict[str, str] | None = None
-              ) -> dict[str, Any]:
+def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict[str, str] | None = None,
+              log_path: Path | None = None) -> dict[str, Any]:
     """The burst through `docsuper run --drain` in a fresh memory cgroup; the box's figures."""
     with tempfile.TemporaryDirectory(prefix="docsuper-box-") as tmp:
         work = Path(tmp)
@@ -156,12 +166,15 @@ def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict
                 time.sleep(0.05)
 
         sampler = threading.Thread(target=count_processes, daemon=True)
+        load_before = os.getloadavg()[0]
         try:
             sampler.start()
+            cpu_before = _children_cpu_s()
             started = time.monotonic()
             run = subprocess.run(box.enter_command([*cli, "run", "--drain"]), env=env, capture_output=True,
                                  text=True)
             seconds = time.monotonic() - started
+            cpu_s = _children_cpu_s() - cpu_before  # the supervisor's whole tree: each process reaps its own
             done.set()
             sampler.join()
             peak, kills = box.peak_mb(), box.oom_kills()
@@ -170,6 +183,8 @@ def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict
             box.remove()
         listing = json.loads(subprocess.run([*cli, "list", "--json", "--limit", "1000"], env=env, check=True,
                                             capture_output=True, text=True).stdout)
+    if log_path is not None:
+        log_path.write_text(run.stdout + run.stderr)
     records = [json.loads(line) for line in run.stdout.splitlines() + run.stderr.splitlines()
                if line.startswith("{")]
     pages = sum((job.get("result") or {}).get("ocr", {}).get("pages", 0) for job in listing
@@ -177,8 +192,20 @@ def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict
     ocr_pages = sum((job.get("result") or {}).get("ocr", {}).get("pages_ocr", 0) for job in listing
                     if job["status"] == "succeeded")
     ready = next((r for r in records if r.get("event") == "launcher_ready"), {})
+    finished = sorted((r for r in records if r.get("event") == "job_finished"), key=lambda r: r["ts"])
+    longest = max(finished, key=lambda r: r.get("seconds") or 0, default={})
+    engines = collections.Counter((job.get("result") or {}).get("ocr", {}).get("engine") for job in listing
+                                  if ((job.get("result") or {}).get("ocr", {}).get("pages_ocr") or 0) > 0)
     return {
         "concurrency": concurrency, "exit_code": run.returncode, "seconds": round(seconds, 1),
+        "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+        "cpu_s": round(cpu_s, 1), "cores": _cores(),
+        "longest_job": {"document": longest.get("document"), "seconds": longest.get("seconds"),
+                        "pages": longest.get("last_page")},
+        "tail_s": round(finished[-1]["ts"] - finished[-2]["ts"], 1) if len(finished) > 1 else 0.0,
+        "engines": {str(k): v for k, v in engines.items()},
+        "admissions_limited": sum(1 for r in records if r.get("event") == "admission" and r.get("limited")),
+        "learned_peak_mb": max((r.get("peak_mb") or 0 for r in finished), default=0),
         "statuses": dict(collections.Counter(job["status"] for job in listing)),
         "outcomes": dict(collections.Counter(r["outcome"] for r in records if r.get("event") == "job_finished")),
         "oom_kills": kills, "box_peak_mb": round(peak), "box_budget_mb": ready.get("box_budget_mb"),
@@ -186,6 +213,15 @@ def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict
         "pages": pages, "ocr_pages": ocr_pages, "pages_per_s": round(pages / seconds, 3),
         "stderr": run.stderr[-1500:] if run.returncode else "",
     }
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def _most_ocr_children(records: list[dict[str, Any]], listing: list[dict[str, Any]]) -> int:
@@ -210,41 +246,67 @@ def _most_ocr_children(records: list[dict[str, Any]], listing: list[dict[str, An
     return most
 
 
-def burst_figures(directory: Path, limit_mb: int = 512, quick: bool = False) -> dict[str, Any]:
-    """The burst at concurrency 5 and at 1, in one run; their figures and the pages/s ratio."""
+def burst_figures(directory: Path, limit_mb: int = 512, quick: bool = False, logs: Path | None = None,
+                  concurrency: int = 5) -> dict[str, Any]:
+    """The burst at `concurrency` and at 1, in one run; their figures, the pages/s ratio and its bound."""
     jobs = make_burst(directory, quick)
-    many = run_burst(jobs, limit_mb, 5)
-    one = run_burst(jobs, limit_mb, 1)
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+    many = run_burst(jobs, limit_mb, concurrency, log_path=logs / f"c{concurrency}.log" if logs else None)
+    one = run_burst(jobs, limit_mb, 1, log_path=logs / "c1.log" if logs else None)
     ratio = many["pages_per_s"] / one["pages_per_s"] if one["pages_per_s"] else float("nan")
-    return {"jobs": len(jobs), "limit_mb": limit_mb, "c5": many, "c1": one, "speedup": round(ratio, 2)}
+    # At concurrency 1 the run is the sum of its jobs; spread over the cores it can take no less
+    # than the longest job alone (one single-threaded child) nor than the c1 time over the cores.
+    floor_s = max(one["longest_job"]["seconds"] or 0.0, one["seconds"] / max(1, many["cores"]))
+    best = one["seconds"] / floor_s if floor_s else float("nan")
+    return {"jobs": len(jobs), "limit_mb": limit_mb, "quick": quick, "c5": many, "c1": one,
+            "speedup": round(ratio, 2), "floor_s": round(floor_s, 1), "best_ratio": round(best, 2)}
 
 
 def print_burst(figures: dict[str, Any]) -> None:
-    print(f"\n## The box: {figures['jobs']} mixed jobs in a {figures['limit_mb']} MB memory cgroup\n")
+    many, one = figures["c5"], figures["c1"]
+    print(f"\n## The box: {figures['jobs']} mixed jobs in a {figures['limit_mb']} MB memory cgroup"
+          f"{' (--quick: smaller documents)' if figures.get('quick') else ''}, {many['cores']} cores\n")
     headers = ["WORKER_CONCURRENCY", "statuses", "kernel OOM kills", "box peak MB", "most OCR children at once",
-               "pages", "s", "pages/s", "ratio"]
+               "pages", "s", "pages/s", "ratio", "longest job s", "tail s", "CPU s (of cores × s)", "load before/after"]
     print("| " + " | ".join(headers) + " |")
     print("|" + "|".join("---" for _ in headers) + "|")
-    for key, ratio in (("c5", figures["speedup"]), ("c1", 1.0)):
-        r = figures[key]
+    for r, ratio in ((many, figures["speedup"]), (one, 1.0)):
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
+        longest = r["longest_job"]
         print(f"| {r['concurrency']} | {statuses} | {r['oom_kills']} | {r['box_peak_mb']} | {r['most_ocr_children']} "
-              f"| {r['pages']} | {r['seconds']} | {r['pages_per_s']} | {ratio} |")
+              f"| {r['pages']} | {r['seconds']} | {r['pages_per_s']} | {ratio} "
+              f"| {longest['seconds']} ({longest['document']}, {longest['pages']} p) | {r['tail_s']} "
+              f"| {r['cpu_s']} ({100 * r['cpu_s'] / (r['cores'] * r['seconds']):.0f} % of {r['cores']} × {r['seconds']}) "
+              f"| {r['load_before']} / {r['load_after']} |")
         if r["stderr"]:
             print(r["stderr"], file=sys.stderr)
+    engines = ", ".join(f"{k} {v}" for k, v in sorted(many["engines"].items())) or "none"
+    print(f"\nOCR engine (jobs that read scanned pages): {engines}. Box budget for the children: "
+          f"{many['box_budget_mb']} MB; highest peak of a job (USS): {many['learned_peak_mb']} MB; "
+          f"admission decisions held back by the budget at concurrency {many['concurrency']}: "
+          f"{many['admissions_limited']}.")
+    print(f"Ratio {figures['speedup']} against a best of {figures['best_ratio']} for this burst on this machine: "
+          f"at concurrency {many['concurrency']} the run cannot take less than {figures['floor_s']} s, the longer of "
+          f"its longest job alone at concurrency 1 ({one['longest_job']['seconds']} s, "
+          f"{one['longest_job']['document']}) and {one['seconds']} s of one-at-a-time work over {many['cores']} "
+          f"cores. The run at {many['concurrency']} took {many['seconds']} s, of which its last job ran alone for "
+          f"the last {many['tail_s']} s.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit-mb", type=int, default=512)
+    parser.add_argument("--concurrency", type=int, default=5, help="WORKER_CONCURRENCY of the run compared with 1")
     parser.add_argument("--quick", action="store_true", help="the same mix of jobs, smaller documents")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--logs", type=Path, help="keep each run's supervisor log (JSON lines) in this directory")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_box: needs root to create a memory cgroup", file=sys.stderr)
         sys.exit(2)
     with tempfile.TemporaryDirectory(prefix="docsuper-burst-") as tmp:
-        figures = burst_figures(Path(tmp), args.limit_mb, args.quick)
+        figures = burst_figures(Path(tmp), args.limit_mb, args.quick, args.logs, args.concurrency)
     print_burst(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
