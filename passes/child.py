@@ -32,12 +32,30 @@ def die_with_parent(expected_parent: int, signum: int = signal.SIGKILL) -> None:
 
 def apply_limits(limits: ChildLimits) -> None:
     """Kernel limits for this child: its job's cgroup first (everything it starts is inside),
-    then RLIMIT_DATA, not RLIMIT_AS: see docs/memory.md."""
+    then RLIMIT_DATA, not RLIMIT_AS: see docs/memory.md.
+
+    RLIMIT_DATA counts the data a forked child inherited from the fork server (~110 MB with
+    the OCR stack preloaded) though it shares those pages, so the limit is what the child
+    holds now plus `kernel_limit_mb`: the same room to grow whatever the server preloaded."""
     if limits.cgroup:
         join_cgroup(limits.cgroup)
-    data_bytes = int(limits.kernel_limit_mb * 1024 * 1024)
+    data_bytes = data_size_bytes() + int(limits.kernel_limit_mb * 1024 * 1024)
     resource.setrlimit(resource.RLIMIT_DATA, (data_bytes, data_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def data_size_bytes() -> int:
+    """This process's data size as RLIMIT_DATA counts it (VmData), in bytes."""
+    with open("/proc/self/status", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"VmData:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmData in /proc/self/status")
+
+
+def data_limit_mb() -> float:
+    """The RLIMIT_DATA this child runs under, in MB (reported to the parent with `started`)."""
+    return round(resource.getrlimit(resource.RLIMIT_DATA)[0] / 2**20, 1)
 
 
 def stdout_to_stderr() -> None:
@@ -61,7 +79,7 @@ def run_job(spec: JobSpec, event_fd: int, keepalive_fd: int | None = None, cgrou
         keepalive.start_guard(keepalive_fd, spec.job_id, cgroup)
     ctx = PassContext(spec, event_fd)
     try:
-        ctx.emit({"type": "started", "pid": os.getpid()})
+        ctx.emit({"type": "started", "pid": os.getpid(), "data_limit_mb": data_limit_mb()})
         for name in spec.passes:
             ctx.pass_name = name
             ctx.results[name] = find_pass(name)(ctx) or {}

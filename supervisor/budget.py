@@ -114,3 +114,16 @@ class Admission:
         return (f"{self.claim} of {self.free_slots} free slot(s) filled: {self.running} running job(s) hold "
                 f"{self.held_mb:g} MB of the {self.budget_mb:g} MB budget (each at the higher of its USS and its "
                 f"kind's recent peak) and the next job is expected to need {self.next_job_mb:g} MB ({basis})")
+
+
+def child_kernel_limit_mb(configured_mb: int, box_budget_mb: float) -> int:
+    """How much data a child may add (RLIMIT_DATA over what it holds at its start): the configured
+    kernel limit, but never more than the box budget.
+
+    The kernel limit is the backstop for an allocation faster than the watchdog's sample; if it
+    lets a child grow past what the box can give (450 + 100 MB in a 512 MB cgroup whose
+    children may use ~300 MB), the kernel's OOM killer fires first. A budget of 0 means it is
+    unknown (nothing fits): the configured limit stands."""
+    if box_budget_mb <= 0:
+        return configured_mb
+    return max(1, min(configured_mb, int(box_budget_mb)))

@@ -29,7 +29,7 @@ import psutil
 from docsuper import __version__
 
 from .app_hooks import ApplicationHooks
-from .budget import Admission, MemoryBudget, box_memory_mb
+from .budget import Admission, MemoryBudget, box_memory_mb, child_kernel_limit_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .keepalive import Keepalive
@@ -95,6 +95,7 @@ class Child:
     current_pass: str | None = None
     plan: dict[str, Any] | None = None  # the memory plan the child said it runs
     parent_silent: bool = False  # our loop was silent past its keepalive: it may have stopped itself
+    data_limit_mb: float | None = None  # its RLIMIT_DATA, as the child reported it
 
 
 class Supervisor:
@@ -141,6 +142,7 @@ class Supervisor:
         self.drain_waiting: Waiting | None = None
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
+        self.kernel_limit_mb = config.kernel_limit_mb  # a child's room to grow: capped at the box budget once known
         # The admission decision last logged, and the last one not logged because no job waited
         # (asked again after a poll interval: jobs may have come).
         self.admission_said: tuple[int, int, int, float, bool] | None = None
@@ -194,11 +196,12 @@ class Supervisor:
         budget = self.cfg.memory.box_budget_mb or max(
             0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
         self.budget.budget_mb = budget
+        self.kernel_limit_mb = child_kernel_limit_mb(self.cfg.kernel_limit_mb, budget)
         self.metrics.budget_mb.set(budget)
         self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.preloaded,
                       seconds=ready.seconds, parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
                       box_budget_mb=round(budget), job_limit_mb=self.cfg.memory.job_limit_mb,
-                      kernel_limit_mb=self.cfg.kernel_limit_mb)
+                      kernel_limit_mb=self.kernel_limit_mb, configured_kernel_limit_mb=self.cfg.kernel_limit_mb)
 
     def _register(self) -> None:
         now = time.time()
@@ -477,7 +480,7 @@ class Supervisor:
         try:
             spec = JobSpec(job.id, job.attempts, job.source, job.passes, job.options,
                            child_config(self._config, job.passes), resume, str(workdir), earlier)
-            pipes = self.launcher.launch(spec, ChildLimits(self.cfg.kernel_limit_mb, cgroup))
+            pipes = self.launcher.launch(spec, ChildLimits(self.kernel_limit_mb, cgroup))
         except LaunchError as exc:
             remove(workdir)
             self.cgroups.kill(cgroup)
@@ -568,6 +571,7 @@ class Supervisor:
         kind = event.get("type")
         if kind == "started":
             child.start_latency_s = time.monotonic() - child.claimed_at
+            child.data_limit_mb = event.get("data_limit_mb")
         elif kind == "progress":
             child.done, child.total = event.get("done"), event.get("total")
             child.current_pass = event.get("pass")
@@ -632,7 +636,7 @@ class Supervisor:
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
                               child.last_page, child.plan, child.parent_silent, self.cfg.keepalive_s),
-                       self.cfg.memory.job_limit_mb, self.cfg.kernel_limit_mb)
+                       self.cfg.memory.job_limit_mb, child.data_limit_mb or self.kernel_limit_mb)
         end.error, end.traceback = redact(end.error or "") or None, redact(end.traceback or "") or None  # stored, shown
         self.budget.learn(child.job.passes, meter.peak_uss_mb)
         record = _finished_record(child, end)

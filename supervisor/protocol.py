@@ -77,7 +77,7 @@ class JobSpec:
 class ChildLimits:
     """Kernel limits a child sets on itself before it runs a pass."""
 
-    kernel_limit_mb: int  # RLIMIT_DATA
+    kernel_limit_mb: int  # RLIMIT_DATA's room to grow: the child's data size when it sets it plus this
     cgroup: str | None = None  # the job's own cgroup (v2) to join before the first pass
 
 

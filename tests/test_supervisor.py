@@ -83,6 +83,32 @@ def test_kernel_limit_stops_an_allocation_faster_than_the_watchdog(env: Env):
     assert attempt.peak_rss_mb <= 300 + 50
 
 
+def test_a_child_of_a_preloaded_fork_server_has_its_whole_kernel_limit_to_grow(env: Env):
+    # RLIMIT_DATA counts the ~110 MB of data a child inherits from a fork server that preloaded
+    # the OCR stack; set as an absolute 150 MB, it would leave this job ~40 MB.
+    env.set(DOCSUPER_WORKERS_PRELOAD=DEFAULT_PRELOAD, DOCSUPER_MEMORY_KERNEL_LIMIT_MB="150",
+            DOCSUPER_RETRY_MAX_ATTEMPTS="1")
+    [job_id] = env.submit("alloc", alloc_mb=100, alloc_step_mb=10, alloc_step_s=0)
+    env.drain()
+    job, [attempt] = only_attempt(env, job_id)
+    assert attempt.outcome == "succeeded", attempt.error
+
+
+def test_the_kernel_limit_stops_a_fast_bomb_at_the_box_budget_not_at_cap_plus_headroom(env: Env):
+    # The default kernel limit (450 + 100 MB) is above what this box gives its children (200 MB):
+    # a bomb faster than the watchdog must meet RLIMIT_DATA before the box runs out.
+    env.set(DOCSUPER_WORKERS_PRELOAD=DEFAULT_PRELOAD, DOCSUPER_MEMORY_BOX_BUDGET_MB="200",
+            DOCSUPER_MEMORY_WATCHDOG_INTERVAL_MS="5000", DOCSUPER_RETRY_MAX_ATTEMPTS="1", DOCSUPER_LOG_LEVEL="info")
+    [job_id] = env.submit("alloc", alloc_mb=3000, alloc_step_mb=50, alloc_step_s=0)
+    records = env.drain()
+    _, [attempt] = only_attempt(env, job_id)
+    assert attempt.outcome == "oom" and "MemoryError" in attempt.error
+    # RSS counts the ~105 MB of preloaded pages the child shares with the fork server.
+    assert attempt.peak_rss_mb <= 200 + 150, attempt.peak_rss_mb
+    ready = next(r for r in records if r["event"] == "launcher_ready")
+    assert ready["kernel_limit_mb"] == 200 and ready["configured_kernel_limit_mb"] == 550
+
+
 def test_grandchildren_of_a_timed_out_job_are_gone(env: Env, tmp_path: Path):
     env.set(DOCSUPER_WORKERS_JOB_TIMEOUT_S="1.5", DOCSUPER_RETRY_MAX_ATTEMPTS="1")
     pid_file = tmp_path / "grandchildren.pids"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from docsuper.supervisor.budget import MemoryBudget
+from docsuper.supervisor.budget import MemoryBudget, child_kernel_limit_mb
 
 OCR = ["ocr"]
 
@@ -44,3 +44,19 @@ def test_room_is_the_claim_of_the_decision():
     budget.learn(OCR, 52.5)
     assert budget.room([(OCR, 40)], 4) == budget.admit([(OCR, 40)], 4).claim == 4
     assert budget.room([(OCR, 40)], 0) == 0
+
+
+def test_a_childs_room_to_grow_is_capped_at_a_small_boxs_budget():
+    # job_limit 450 + headroom 100 in a 512 MB cgroup whose children may use ~298 MB.
+    assert child_kernel_limit_mb(550, 297.6) == 297
+
+
+def test_a_room_to_grow_inside_the_budget_stands():
+    assert child_kernel_limit_mb(550, 20_000.0) == 550
+    assert child_kernel_limit_mb(550, 550.0) == 550
+
+
+def test_an_unknown_or_exhausted_budget_leaves_the_configured_room():
+    assert child_kernel_limit_mb(550, 0.0) == 550
+    assert child_kernel_limit_mb(550, -12.0) == 550
+    assert child_kernel_limit_mb(550, 0.4) == 1
