@@ -147,13 +147,19 @@ def _env(work: Path, roots: Path, concurrency: int, extra: dict[str, str]) -> di
 
 
 def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict[str, str] | None = None,
-              log_path: Path | None = None) -> dict[str, Any]:
-    """The burst through `docsuper run --drain` in a fresh memory cgroup; the box's figures."""
+              log_path: Path | None = None, bombs: int = 0) -> dict[str, Any]:
+    """The burst through `docsuper run --drain` in a fresh memory cgroup; the box's figures.
+    `bombs`: that many fast memory bombs queued after the documents (2000 MB in 50 MB steps
+    without a pause: faster than the watchdog's 100 ms sample, so the kernel limit meets them)."""
     with tempfile.TemporaryDirectory(prefix="docsuper-box-") as tmp:
         work = Path(tmp)
         env = _env(work, jobs[0].parent, concurrency, extra_env or {})
         cli = [sys.executable, "-m", "docsuper.supervisor.cli"]
         subprocess.run([*cli, "submit", *map(str, jobs)], env=env, check=True, capture_output=True)
+        if bombs:
+            subprocess.run([*cli, "submit", "--passes", "alloc", "--count", str(bombs), "--max-attempts", "1",
+                            "--option", "alloc_mb=2000", "--option", "alloc_step_mb=50", "--option", "alloc_step_s=0"],
+                           env=env, check=True, capture_output=True)
         box = MemoryCgroup(f"docsuper-bench-{os.getpid()}-{concurrency}", limit_mb)
         most = [0]
         done = threading.Event()
@@ -204,6 +210,10 @@ def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict
                         "pages": longest.get("last_page")},
         "tail_s": round(finished[-1]["ts"] - finished[-2]["ts"], 1) if len(finished) > 1 else 0.0,
         "engines": {str(k): v for k, v in engines.items()},
+        "bombs": [{"outcome": r.get("outcome"), "peak_mb": r.get("peak_mb"), "peak_rss_mb": r.get("peak_rss_mb"),
+                   "error": (r.get("error") or "")[:90]} for r in finished if r.get("document") in (None, "")
+                  and r.get("outcome") != "succeeded"],
+        "kernel_limit_mb": ready.get("kernel_limit_mb"),
         "admissions_limited": sum(1 for r in records if r.get("event") == "admission" and r.get("limited")),
         "learned_peak_mb": max((r.get("peak_mb") or 0 for r in finished), default=0),
         "statuses": dict(collections.Counter(job["status"] for job in listing)),
@@ -300,11 +310,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=5, help="WORKER_CONCURRENCY of the run compared with 1")
     parser.add_argument("--quick", action="store_true", help="the same mix of jobs, smaller documents")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--bombs", type=int, default=0,
+                        help="instead: one run at --concurrency with this many fast memory bombs after the burst")
     parser.add_argument("--logs", type=Path, help="keep each run's supervisor log (JSON lines) in this directory")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_box: needs root to create a memory cgroup", file=sys.stderr)
         sys.exit(2)
+    if args.bombs:
+        with tempfile.TemporaryDirectory(prefix="docsuper-burst-") as tmp:
+            jobs = make_burst(Path(tmp), args.quick)
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+            r = run_burst(jobs, args.limit_mb, args.concurrency, bombs=args.bombs,
+                          log_path=args.logs / "bombs.log" if args.logs else None)
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
+        print(f"\n## {len(jobs)} mixed jobs and {args.bombs} fast memory bombs in a {args.limit_mb} MB memory cgroup, "
+              f"WORKER_CONCURRENCY={args.concurrency}\n")
+        print(f"statuses: {statuses}; kernel OOM kills: {r['oom_kills']}; box peak {r['box_peak_mb']} MB; "
+              f"children's budget {r['box_budget_mb']} MB; a child's kernel limit (data it may add): "
+              f"{r['kernel_limit_mb']} MB; pages {r['pages']}; {r['seconds']} s; load before/after "
+              f"{r['load_before']} / {r['load_after']}")
+        for bomb in r["bombs"]:
+            print(f"  bomb: {bomb['outcome']}, peak USS {bomb['peak_mb']} MB, RSS {bomb['peak_rss_mb']} MB: "
+                  f"{bomb['error']}")
+        if args.json:
+            args.json.write_text(json.dumps(r, indent=2))
+        sys.exit(0 if r["oom_kills"] == 0 else 1)
     with tempfile.TemporaryDirectory(prefix="docsuper-burst-") as tmp:
         figures = burst_figures(Path(tmp), args.limit_mb, args.quick, args.logs, args.concurrency)
     print_burst(figures)
