@@ -8,9 +8,12 @@ Jobs: OCR of small scans, no-ops, paged jobs, memory bombs, timeouts, jobs that 
 grandchildren behind, crashes, failures, and operator cancels. Faults, at random
 times: SIGKILL of a job's child; SIGKILL of the parent, then a restart; SIGSTOP of
 the fork server for a few seconds, then SIGCONT; on PostgreSQL, a restart of the
-server and terminated backends. Everything runs inside a 512 MB memory cgroup when
-this process can make one (root). At the end a final `run --drain` finishes what is
-left, and the script checks and prints each invariant with its count:
+server and terminated backends; on SQLite, a full disk: the queue file and the work
+directory root live on a small tmpfs the soak mounts (--disk-mb; root only), which a
+filler file takes to its last byte for a few seconds, then gives back. Everything
+runs inside a 512 MB memory cgroup when this process can make one (root). At the end a
+final `run --drain` finishes what is left, and the script checks and prints each
+invariant with its count:
 
   - every job finished exactly once (one succeeded attempt), or is dead or cancelled with a reason
   - no job queued or running
@@ -19,6 +22,8 @@ left, and the script checks and prints each invariant with its count:
   - zero kernel OOM kills in the box's cgroup
   - the parent's RSS flat over each daemon's life (after its first minute)
   - the parent's CPU while idle
+  - on SQLite, the daemon survived every full disk (no exit of its own during one or
+    until it finished a job after it) and no attempt was counted against a job because of it
 
 Exit 1 on any violation. Not run by the test suite: it takes minutes.
 """
@@ -27,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import errno
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -48,10 +55,16 @@ from bench_box import MemoryCgroup  # noqa: E402
 from make_samples import scan_of  # noqa: E402
 
 from docsuper.supervisor.protocol import JOB_MARKER, WORKER_MARKER  # noqa: E402
-from docsuper.supervisor.queue.base import NewJob, Queue, open_queue  # noqa: E402
+from docsuper.supervisor.queue.base import NewJob, Queue, QueueError, open_queue  # noqa: E402
 
 CLI = [sys.executable, "-m", "docsuper.supervisor.cli"]
 JOB_TIMEOUT_S = 6.0
+FAULTS = ("kill_child", "kill_parent", "stop_fork_server", "cancel", "restart_database", "terminate_backends",
+          "fill_disk")
+FULL_DISK_S = (2.0, 8.0)  # how long a full disk lasts
+RECOVERY_S = 60.0  # after space comes back, a job must have finished within this
+# What an attempt's error says when the disk, not the job, made it fail.
+DISK_ERRORS = ("no space left", "disk full", "database or disk is full", "disk i/o error", "errno 28")
 
 
 def job_mix(rng: random.Random, samples: list[Path]) -> NewJob:
@@ -74,12 +87,47 @@ def job_mix(rng: random.Random, samples: list[Path]) -> NewJob:
     return NewJob(passes=["fail"], options={"message": "soak failure"})
 
 
+class FullDisk:
+    """One full-disk episode: the filler that took the last byte, and what the daemon did."""
+
+    def __init__(self, number: int, filler: Path, until: float) -> None:
+        self.number = number
+        self.filler = filler
+        self.until = until  # when the filler goes
+        self.wall = (time.time(), time.time() + until - time.monotonic())  # for the daemons' log records
+        self.released_at: float | None = None
+        self.finished_before: int | None = None  # jobs in a final state when space came back
+        self.recovered_s: float | None = None  # from space back to the next job finished
+        self.problem: str | None = None
+
+    def refused(self, moments: list[float]) -> bool:
+        """Whether one of these log moments (a daemon saying the queue refused writes) falls in it."""
+        return any(self.wall[0] <= t <= self.wall[1] + 1.0 for t in moments if t)
+
+
+def fill(filler: Path) -> None:
+    """Take every free byte of the filesystem (or what came free since the last call)."""
+    with open(filler, "ab", buffering=0) as fh:
+        for block in (b"\0" * (1 << 20), b"\0" * 4096, b"\0"):
+            try:
+                while fh.write(block):
+                    pass
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+
+
 class Soak:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
         self.work = work
         self.rng = random.Random(args.seed)
         self.cluster: Any = None
+        self.disk: Path | None = None  # the small tmpfs of the SQLite soak: queue file and work directories
+        self.disk_note = ""
+        self.full: FullDisk | None = None  # the disk being full now
+        self.episodes: list[FullDisk] = []
+        self.disk_peak_mb = 0.0  # the most used on the small disk outside a full-disk episode
         self.cgroup: MemoryCgroup | None = None
         self.cgroup_note = ""
         self.daemon: subprocess.Popen[bytes] | None = None
@@ -101,7 +149,8 @@ class Soak:
             self.cluster = ThrowawayCluster().start()
             self.url = self.cluster.url
         else:
-            self.url = f"sqlite:///{self.work / 'soak.db'}"
+            self.disk = self.mount_disk()
+            self.url = f"sqlite:///{(self.disk or self.work) / 'soak.db'}"
         with self.queue() as q:
             q.migrate()
         if os.geteuid() == 0:
@@ -111,6 +160,37 @@ class Soak:
                 self.cgroup_note = f"no memory cgroup: {exc}"
         else:
             self.cgroup_note = "no memory cgroup: not root"
+
+    def mount_disk(self) -> Path | None:
+        """A size-limited tmpfs for the queue file and the work directories, or None (and why)."""
+        if os.geteuid() != 0:
+            self.disk_note = "no full-disk fault: mounting a tmpfs needs root"
+            return None
+        mount = self.work / "disk"
+        mount.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.args.disk_mb}m,mode=0755", "tmpfs",
+                               str(mount)], capture_output=True, text=True)
+        if done.returncode != 0:
+            self.disk_note = f"no full-disk fault: cannot mount a tmpfs: {done.stderr.strip()}"
+            return None
+        return mount
+
+    def unmount_disk(self) -> None:
+        if self.disk is None:
+            return
+        if subprocess.run(["umount", str(self.disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(self.disk)], capture_output=True)  # still busy: detach it
+        self.disk = None
+
+    @property
+    def jobs_root(self) -> Path:
+        return (self.disk or self.work) / "jobs"
+
+    def disk_used_mb(self) -> float:
+        if self.disk is None:
+            return 0.0
+        st = os.statvfs(self.disk)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize / 2**20
 
     def queue(self) -> Queue:
         return open_queue(self.url, self.schema)
@@ -129,7 +209,7 @@ class Soak:
             "DOCSUPER_WORKERS_JOB_TIMEOUT_S": str(JOB_TIMEOUT_S),
             "DOCSUPER_WORKERS_TERM_GRACE_S": "0.5",
             "DOCSUPER_WORKERS_SHUTDOWN_GRACE_S": "2",
-            "DOCSUPER_WORKERS_WORK_DIR": str(self.work / "jobs"),
+            "DOCSUPER_WORKERS_WORK_DIR": str(self.jobs_root),
             "DOCSUPER_INPUTS_ALLOWED_ROOTS": str(self.work / "samples"),
             "DOCSUPER_RETRY_BACKOFF_BASE_S": "0.5",
             "DOCSUPER_RETRY_BACKOFF_MAX_S": "2",
@@ -208,6 +288,10 @@ class Soak:
         faults = ["kill_child", "kill_parent", "stop_fork_server", "cancel"]
         if self.cluster is not None:
             faults += ["restart_database", "terminate_backends"]
+        if self.disk is not None:
+            faults += ["fill_disk"]
+        if self.args.faults:
+            faults = [f for f in faults if f in self.args.faults] or faults
         fault = self.rng.choice(faults)
         if fault == "kill_child":
             children = self.job_children()
@@ -231,9 +315,16 @@ class Soak:
                 server.resume()
             except psutil.Error:
                 pass  # replaced (killed) meanwhile, as it should be after 5 s
+        elif fault == "fill_disk":
+            if self.full is not None:
+                return  # already full
+            self.start_full_disk()
         elif fault == "cancel":
-            with self.queue() as q:
-                running = q.list_jobs("running", limit=50) + q.list_jobs("queued", limit=50)
+            try:
+                with self.queue() as q:
+                    running = q.list_jobs("running", limit=50) + q.list_jobs("queued", limit=50)
+            except QueueError:
+                return  # the disk is full: the operator's cancel would be refused too
             if not running:
                 return
             subprocess.run([*CLI, "cancel", self.rng.choice(running).id], env=self.env(), cwd=self.work,
@@ -248,6 +339,45 @@ class Soak:
                              "WHERE pid <> pg_backend_pid() AND datname = current_database()")
         self.faults[fault] += 1
 
+    # -- a full disk ------------------------------------------------------------
+    def start_full_disk(self) -> None:
+        assert self.disk is not None
+        self.disk_peak_mb = max(self.disk_peak_mb, self.disk_used_mb())
+        episode = FullDisk(len(self.episodes) + 1, self.disk / "filler",
+                           time.monotonic() + self.rng.uniform(*FULL_DISK_S))
+        fill(episode.filler)
+        self.full = episode
+        self.episodes.append(episode)
+
+    def full_disk_turn(self, finished: int | None) -> None:
+        """Keep the disk full while the episode lasts (space a job or the queue gives back is
+        taken again), end it when due, then watch for the daemon's first finished job."""
+        now = time.monotonic()
+        if self.full is not None:
+            if now < self.full.until:
+                fill(self.full.filler)
+            else:
+                self.full.filler.unlink()
+                self.full.released_at = now
+                self.full = None
+        for episode in self.episodes:
+            if episode.released_at is None or episode.recovered_s is not None or episode.problem:
+                continue
+            if episode.finished_before is None:
+                episode.finished_before = finished  # the first count that could be read after
+            elif finished is not None and finished > episode.finished_before:
+                episode.recovered_s = now - episode.released_at
+            elif now - episode.released_at > RECOVERY_S:
+                episode.problem = f"no job finished within {RECOVERY_S:.0f} s after space came back"
+
+    def daemon_exited(self) -> None:
+        """The daemon exited without being asked: during a full disk, or before it finished a job
+        after one, that is the full disk's doing."""
+        for episode in self.episodes:
+            if episode.problem is None and episode.recovered_s is None:
+                code = self.daemon.returncode if self.daemon is not None else None
+                episode.problem = f"the daemon exited by itself (code {code})"
+
     # -- the run ------------------------------------------------------------
     def run(self) -> int:
         samples = self.make_samples()
@@ -256,10 +386,19 @@ class Soak:
         next_fault = time.monotonic() + self.rng.uniform(5, 20)
         next_sample = 0.0
         while time.monotonic() < deadline:
-            with self.queue() as q:
-                backlog = q.counts()["queued"]
-                if backlog < 3 * self.args.concurrency:
-                    self.submitted += q.submit([job_mix(self.rng, samples) for _ in range(5)])
+            finished = None
+            try:
+                with self.queue() as q:
+                    counts = q.counts()
+                    finished = counts["succeeded"] + counts["dead"] + counts["cancelled"]
+                    if counts["queued"] < 3 * self.args.concurrency:
+                        self.submitted += q.submit([job_mix(self.rng, samples) for _ in range(5)])
+            except QueueError:
+                if self.full is None:
+                    raise
+                # The disk is full: the queue refuses the submitter like everyone else.
+            if self.disk is not None:
+                self.full_disk_turn(finished)
             if time.monotonic() >= next_fault:
                 self.inject()
                 next_fault = time.monotonic() + self.rng.uniform(5, 20)
@@ -268,13 +407,33 @@ class Soak:
                 next_sample = time.monotonic() + 5
             if self.daemon is not None and self.daemon.poll() is not None:
                 self.faults["daemon_exited_by_itself"] += 1
+                self.daemon_exited()
                 self.start_daemon()
             time.sleep(0.5)  # the submitter's pace
+        self.judge_full_disks()
         self.stop_daemon()
         idle_cpu = self.idle_cpu()
         drain = subprocess.run(self.command("run", "--drain"), env=self.env(), cwd=self.work,
                                capture_output=True, timeout=600)
         return self.report(idle_cpu, drain)
+
+    def judge_full_disks(self) -> None:
+        """Space back before the end, and every episode judged: the daemon finishes a job after it."""
+        while self.full is not None or any(e.recovered_s is None and e.problem is None for e in self.episodes):
+            finished = None
+            try:
+                with self.queue() as q:
+                    counts = q.counts()
+                    finished = counts["succeeded"] + counts["dead"] + counts["cancelled"]
+            except QueueError:
+                if self.full is None:
+                    raise
+            self.full_disk_turn(finished)
+            if self.daemon is not None and self.daemon.poll() is not None:
+                self.faults["daemon_exited_by_itself"] += 1
+                self.daemon_exited()
+                self.start_daemon()
+            time.sleep(0.5)
 
     def make_samples(self) -> list[Path]:
         folder = self.work / "samples"
@@ -309,7 +468,7 @@ class Soak:
             counts = q.counts()
             states: Counter[str] = Counter()
             outcomes: Counter[str] = Counter()
-            twice, no_reason = [], []
+            twice, no_reason, by_disk = [], [], []
             for job_id in self.submitted:
                 job = q.get(job_id)
                 attempts = q.attempts(job_id)
@@ -321,6 +480,8 @@ class Soak:
                     twice.append(job_id)
                 if job.status == "dead" and not job.last_error:
                     no_reason.append(job_id)
+                by_disk += [f"{job_id[:8]} {a.outcome}: {(a.error or '')[:120]}" for a in attempts
+                            if a.counted and any(m in (a.error or "").lower() for m in DISK_ERRORS)]
         checks.append(("every job finished once, or dead/cancelled with a reason",
                        not twice and not no_reason and states["queued"] == states["running"] == 0,
                        f"{len(self.submitted)} jobs: {dict(states)}; succeeded twice: {len(twice)}; "
@@ -328,8 +489,7 @@ class Soak:
         checks.append(("none queued or running", counts["queued"] == counts["running"] == 0, str(counts)))
         marked = processes_with_markers(set(self.submitted), self.daemon_pids)
         checks.append(("no process carrying a job or worker marker", not marked, f"{len(marked)} {marked[:10]}"))
-        left = [p for p in (self.work / "jobs").rglob("*") if p.name != ".lock"] if (self.work / "jobs").exists() \
-            else []
+        left = [p for p in self.jobs_root.rglob("*") if p.name != ".lock"] if self.jobs_root.exists() else []
         checks.append(("no work directory left", not left, f"{len(left)} {[str(p) for p in left[:5]]}"))
         oom = self.cgroup.oom_kills() if self.cgroup is not None else None
         checks.append(("zero kernel OOM kills", not oom,
@@ -340,9 +500,25 @@ class Soak:
         checks.append(("parent CPU while idle", idle_cpu < 0.05, f"{idle_cpu * 100:.2f} % of a core over 10 s"))
         checks.append(("final drain exit 0 or 1", drain.returncode in (0, 1),
                        drain.stderr.decode(errors="replace").strip().splitlines()[-1:].__str__()))
+        if self.disk is not None:
+            failed = [f"#{e.number}: {e.problem}" for e in self.episodes if e.problem]
+            recovered = sorted(e.recovered_s for e in self.episodes if e.recovered_s is not None)
+            refused = self.disk_refusals()
+            checks.append(("daemon survived every full disk", not failed,
+                           f"{len(self.episodes)} episodes, {len(refused)} in which the daemon logged the queue "
+                           f"refusing writes; a job finished {recovered[len(recovered) // 2]:.1f} s (median), "
+                           f"{recovered[-1]:.1f} s (max) after space came back; failed: {failed}"
+                           if recovered else f"{len(self.episodes)} episodes; failed: {failed}"))
+            checks.append(("no attempt counted against a job because of the disk", not by_disk,
+                           f"{len(by_disk)} {by_disk[:5]}"))
         print(f"soak: {self.args.minutes:g} min on {self.args.queue}, concurrency {self.args.concurrency}, "
               f"seed {self.args.seed}, memory cgroup: "
               f"{str(self.args.limit_mb) + ' MB' if self.cgroup else self.cgroup_note}")
+        print(f"command: {command_line()}")
+        if self.args.queue == "sqlite":
+            print(f"small disk: {f'{self.args.disk_mb} MB tmpfs' if self.disk else self.disk_note}"
+                  + (f" for the queue file and the work directories; {self.disk_peak_mb:.1f} MB used at most "
+                     f"outside a full disk, queue file {self.queue_file_mb():.1f} MB at the end" if self.disk else ""))
         print(f"jobs submitted: {len(self.submitted)}; attempts by outcome: {dict(sorted(outcomes.items()))}")
         print(f"faults injected: {dict(sorted(self.faults.items()))} ({sum(self.faults.values())} in all)")
         if self.cgroup is not None:
@@ -351,14 +527,44 @@ class Soak:
             print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
         return 0 if all(ok for _, ok, _ in checks) else 1
 
+    def disk_refusals(self) -> list[int]:
+        """The episodes during which a daemon logged the queue unavailable because of the full disk."""
+        moments = []
+        for log in sorted(self.work.glob("daemon-*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if '"queue_unavailable"' in line and "disk full" in line:
+                    try:
+                        moments.append(json.loads(line).get("ts"))
+                    except ValueError:
+                        continue
+        return [e.number for e in self.episodes if e.refused(moments)]
+
+    def queue_file_mb(self) -> float:
+        path = Path(self.url[len("sqlite:///"):])
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
+
     def close(self) -> None:
+        """Everything the soak made goes, whatever failed before (each step on its own)."""
+        steps = [self.kill_daemon, lambda: self.cluster.remove() if self.cluster is not None else None,
+                 self.unmount_disk, lambda: self.cgroup.remove() if self.cgroup is not None else None]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the next clean-up step must still run
+                print(f"soak: clean-up step failed: {exc}", file=sys.stderr)
+
+    def kill_daemon(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:
             self.daemon.kill()
             self.daemon.wait()
-        if self.cluster is not None:
-            self.cluster.remove()
-        if self.cgroup is not None:
-            self.cgroup.remove()
+
+
+def command_line() -> str:
+    """How this soak was started, as it could be typed again (the interpreter relative to here)."""
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") \
+        else sys.executable
+    who = " (as root)" if os.geteuid() == 0 else ""
+    return f"{shlex.join([python, *sys.argv])}{who} in {os.getcwd()}"
 
 
 def processes_with_markers(job_ids: set[str], daemon_pids: set[int]) -> list[int]:
@@ -389,7 +595,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--limit-mb", type=int, default=512)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--disk-mb", type=int, default=32,
+                        help="size of the tmpfs under the SQLite queue and the work directories (root only)")
+    parser.add_argument("--faults", type=lambda text: text.split(","), default=[],
+                        help=f"only these faults, comma-separated (of {', '.join(FAULTS)}; default: every one "
+                             "that applies to the queue)")
     args = parser.parse_args()
+    # A SIGTERM ends the soak like Ctrl-C: through the clean-up (daemon, cluster, tmpfs, cgroup).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="docsuper-soak-") as tmp:
         soak = Soak(args, Path(tmp))
         try:
