@@ -8,6 +8,7 @@ against a stalled parent (passes/keepalive.py) included.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import shutil
@@ -67,7 +68,21 @@ def _failure(outcome: str, message: str, exc: BaseException | None = None) -> di
     event: dict[str, Any] = {"type": "failure", "outcome": outcome, "message": message, "peak_rss_mb": peak_rss_mb()}
     if exc is not None:
         event["traceback"] = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL_CHARS:]
+        if _no_space(exc):
+            event["no_space"] = True  # the parent judges whether the disk or the job is to blame
     return event
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether a write that found the disk full (ENOSPC, or a quota) is behind this exception."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def run_job(spec: JobSpec, event_fd: int, keepalive_fd: int | None = None, cgroup: str | None = None) -> int:

@@ -48,9 +48,14 @@ def alloc(ctx: PassContext) -> dict[str, Any]:
 
 def sleep(ctx: PassContext) -> dict[str, Any]:
     """Sleep `sleep_s`; with `fill_mb`, first write that much into the work directory, as a
-    download would. With `tick_file`, append "PID MONOTONIC" to it every `tick_s` while
-    sleeping: a record of when each run of the job was alive, on the host's one clock."""
+    download would (with `fill_when`, a path: once that file exists). With `tick_file`, append
+    "PID MONOTONIC" to it every `tick_s` while sleeping: a record of when each run of the job
+    was alive, on the host's one clock."""
     seconds = float(ctx.options.get("sleep_s", 1.0))
+    if ctx.options.get("fill_when"):
+        ctx.progress(0, None, waiting_for=str(ctx.options["fill_when"]))
+        while not os.path.exists(str(ctx.options["fill_when"])):
+            time.sleep(0.02)
     if ctx.options.get("fill_mb"):
         (ctx.workdir / "source").write_bytes(b"\0" * int(float(ctx.options["fill_mb"]) * (1 << 20)))
         ctx.progress(0, None, workdir=str(ctx.workdir))

@@ -137,6 +137,7 @@ class Supervisor:
         # ago): until a lease has passed, only leases that expired since then are reclaimed.
         self.queue_back_at: float | None = None
         self.queue_away = False
+        self.work_disk_full_since: float | None = None  # claiming paused: no room for a job's files
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
         self.tally = Tally()  # the state each finished job was left in
         self.drain_waiting: Waiting | None = None
@@ -406,6 +407,10 @@ class Supervisor:
         free = self.cfg.workers.concurrency - len(self.children)
         if not self.launcher_up or free <= 0 or not (self.claim_wanted or now >= self.next_poll) or self.outbox:
             return
+        if self._work_disk_full():
+            self.claim_wanted = False
+            self.next_poll = now + min(self.cfg.queue.poll_interval_s, 2.0)
+            return
         admission = self.budget.admit([(c.job.passes, c.meter.uss_mb) for c in self.children.values()], free)
         want = admission.claim
         if want <= 0:
@@ -450,6 +455,19 @@ class Supervisor:
         self.log.info("admission", limited=admission.limited, claim=admission.claim,
                       free_slots=admission.free_slots, running=admission.running, held_mb=admission.held_mb,
                       next_job_mb=admission.next_job_mb, budget_mb=admission.budget_mb, reason=admission.reason())
+
+    def _work_disk_full(self) -> bool:
+        """Whether the work directories' disk is full: a job started now would only fail (said
+        once when it fills, once when there is room again)."""
+        full = self.workdirs.full()
+        if full and self.work_disk_full_since is None:
+            self.work_disk_full_since = time.monotonic()
+            self.log.warning("work_dir_full", root=str(self.workdirs.root), free=full, claiming="paused")
+        elif not full and self.work_disk_full_since is not None:
+            self.log.info("work_dir_available", root=str(self.workdirs.root),
+                          after_s=round(time.monotonic() - self.work_disk_full_since, 1))
+            self.work_disk_full_since = None
+        return full is not None
 
     def _resume_data(self, job: Job) -> dict[str, dict[int, dict[str, Any]]]:
         if job.attempts <= 1 and job.progress_done is None:
@@ -633,9 +651,11 @@ class Supervisor:
         self.cgroups.kill(child.cgroup)  # even what escaped the tree walk
         remove(child.workdir)  # and anything it left on disk
         meter = child.meter
+        disk_full = self.workdirs.full() if child.failure and child.failure.get("no_space") else None
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
-                              child.last_page, child.plan, child.parent_silent, self.cfg.keepalive_s),
+                              child.last_page, child.plan, child.parent_silent, self.cfg.keepalive_s,
+                              disk_full),
                        self.cfg.memory.job_limit_mb, child.data_limit_mb or self.kernel_limit_mb)
         end.error, end.traceback = redact(end.error or "") or None, redact(end.traceback or "") or None  # stored, shown
         self.budget.learn(child.job.passes, meter.peak_uss_mb)

@@ -48,6 +48,7 @@ class Ending:
     plan: dict[str, Any] | None = None  # the memory plan the child said it runs (the ocr pass's)
     parent_silent: bool = False  # the supervisor's loop was silent past the child's keepalive
     keepalive_s: float = 0.0
+    disk_full: str | None = None  # the work directories' disk still full once the job's own files are gone
 
 
 def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> AttemptEnd:
@@ -69,6 +70,12 @@ def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> Att
         end.outcome = ending.failure.get("outcome", "error")
         end.error = ending.failure.get("message")
         end.traceback = ending.failure.get("traceback")
+        if ending.failure.get("no_space") and ending.disk_full:
+            # The disk was full without the job's files: the box's failure. Had the job filled it
+            # itself, there would be room once they are gone, and the attempt counts.
+            end.outcome = "interrupted"
+            end.error = (f"{end.error} - the work directories' disk is full ({ending.disk_full}) even without "
+                         "the job's files: back to the queue without using an attempt")
     elif ending.no_status_reason is not None:
         end.error = ending.no_status_reason
     elif peak_uss >= OOM_MARGIN * job_limit_mb or ending.peak_rss_mb >= OOM_MARGIN * kernel_limit_mb:

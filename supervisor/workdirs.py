@@ -8,6 +8,10 @@ it reaps the job, whatever ended it (a SIGKILL, a timeout, an oom kill, a shutdo
 a worker that keeps killing jobs must not fill its disk. A worker's lock is released
 by the kernel when the worker dies, however it dies, so a daemon starting on the host
 removes the directories of workers whose lock it can take: they are gone.
+
+A full disk under the root is the box's failure, not a job's: the worker claims nothing
+while it lasts, and a job cut short by it (no space left, and still none once the job's
+own files are gone) goes back to the queue without using an attempt.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 LOCK = ".lock"
+# Below this much free space (or these few free inodes) the root's filesystem is full.
+FULL_BELOW_BYTES = 1 << 20
+FULL_BELOW_INODES = 64
 
 
 def default_root() -> Path:
@@ -74,6 +81,19 @@ class WorkDirs:
             removed.append(self.root / name)
         self._gone = {}
         return removed
+
+    def full(self) -> str | None:
+        """What is missing when the root's filesystem is full (space or inodes), else None."""
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return None  # cannot tell: let the job find out
+        free = st.f_bavail * st.f_frsize
+        if free < FULL_BELOW_BYTES:
+            return f"{free >> 10} KB free on the filesystem of {self.root}"
+        if st.f_files and st.f_favail < FULL_BELOW_INODES:
+            return f"{st.f_favail} inodes free on the filesystem of {self.root}"
+        return None
 
     def for_job(self, job_id: str, attempt: int) -> Path:
         assert self.mine is not None, "open() first"

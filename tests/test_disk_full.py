@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from .daemon import Env, job_children, parse_log, wait_for
+from .daemon import Env, job_children, parse_log, wait_for, wait_for_log
 
 
 @pytest.fixture
@@ -92,3 +93,51 @@ def test_a_full_disk_is_an_outage_the_daemon_rides_out(tmp_path: Path, small_dis
             job = q.get(job_id)
             assert (job.status, job.attempts) == ("succeeded", 1), job
 
+
+
+def test_a_job_cut_short_by_a_full_work_disk_uses_no_attempt(tmp_path: Path, small_disk: Path):
+    # The queue elsewhere (PostgreSQL in production); the jobs' work directories on the small disk.
+    env = Env(tmp_path, DOCSUPER_WORKERS_WORK_DIR=str(small_disk / "jobs"))
+    go = tmp_path / "go"
+    [job_id] = env.cli("submit", "--passes", "sleep", "--max-attempts", "1", "--option", "fill_mb=1",
+                       "--option", f"fill_when={json.dumps(str(go))}", "--option", "sleep_s=0.2").stdout.split()
+    daemon = env.start()
+    try:
+        wait_for(lambda: env.queue().get(job_id).progress_done == 0, what="the job waiting to write")
+        filler = fill(small_disk)  # the disk fills up under the running job…
+        go.touch()  # …which then writes its document: ENOSPC
+
+        # Not the job's failure: back to the queue without using its one attempt…
+        wait_for(lambda: env.queue().get(job_id).status != "running", what="the attempt to end")
+        with env.queue() as q:
+            job, attempts = q.get(job_id), q.attempts(job_id)
+        assert (job.status, job.attempts) == ("queued", 0), (job, attempts)
+        assert [(a.outcome, a.counted) for a in attempts] == [("interrupted", False)], attempts
+        assert "No space left on device" in attempts[0].error and "disk" in attempts[0].error
+        # …and not claimed again while the disk stays full (it would only fail again).
+        wait_for_log(daemon, "work_dir_full")
+        assert len(env.queue().attempts(job_id)) == 1
+
+        filler.unlink()  # space comes back: the job runs again, and succeeds
+        wait_for(lambda: env.queue().get(job_id).status == "succeeded", timeout=60, what="the job to succeed")
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, err
+    with env.queue() as q:
+        assert q.get(job_id).attempts == 1
+        assert [a.outcome for a in q.attempts(job_id)] == ["interrupted", "succeeded"]
+
+
+def test_a_job_that_fills_the_disk_itself_uses_its_attempts(tmp_path: Path, small_disk: Path):
+    # Its own files were what filled the disk (there is room once they are gone): its failure,
+    # counted, or it would be retried for ever.
+    env = Env(tmp_path, DOCSUPER_WORKERS_WORK_DIR=str(small_disk / "jobs"))
+    [job_id] = env.submit("sleep", fill_mb=8, sleep_s=0.1)
+    records = env.drain()
+    with env.queue() as q:
+        job, attempts = q.get(job_id), q.attempts(job_id)
+    assert job.status == "dead" and len(attempts) == job.max_attempts, (job, attempts)
+    assert all(a.outcome == "error" and a.counted and "No space left" in a.error for a in attempts), attempts
+    assert not [r for r in records if r["event"] == "work_dir_full"]

@@ -50,6 +50,18 @@ def test_the_child_reported_failure_names_the_outcome():
     assert classify(Ending(exited(1), failure={"message": "x"}), CAP, KERNEL).outcome == "error"
 
 
+def test_no_space_left_is_the_disk_s_failure_only_while_the_disk_stays_full_without_the_job():
+    failure = {"outcome": "error", "message": "OSError in pass 'sleep': [Errno 28] No space left on device",
+               "no_space": True}
+    end = classify(Ending(exited(1), failure=failure, disk_full="12 KB free on the filesystem of /w"), CAP, KERNEL)
+    assert end.outcome == "interrupted" and "12 KB free" in end.error and "No space left" in end.error
+    # Room again once its own files are gone: the job filled the disk, and the attempt counts.
+    assert classify(Ending(exited(1), failure=failure), CAP, KERNEL).outcome == "error"
+    # Another failure on a full disk is still the job's.
+    other = {"outcome": "error", "message": "RuntimeError: bad page"}
+    assert classify(Ending(exited(1), failure=other, disk_full="0 KB free"), CAP, KERNEL).outcome == "error"
+
+
 def test_a_stop_the_supervisor_decided_wins_over_what_the_child_said():
     end = classify(Ending(killed(signal.SIGTERM), failure={"outcome": "error"}, stop_outcome="timeout",
                           stop_message="ran longer than 2 s"), CAP, KERNEL)
