@@ -23,7 +23,10 @@ invariant with its count:
   - the parent's RSS flat over each daemon's life (after its first minute)
   - the parent's CPU while idle
   - on SQLite, the daemon survived every full disk (no exit of its own during one or
-    until it finished a job after it) and no attempt was counted against a job because of it
+    until it finished a job after it; a daemon restarted while the disk is full may refuse
+    to start, exit 1 with one line, as when the database is away: the soak restarts it
+    after 2 s, as systemd's RestartSec does) and no attempt was counted against a job
+    because of it
 
 Exit 1 on any violation. Not run by the test suite: it takes minutes.
 """
@@ -62,6 +65,7 @@ JOB_TIMEOUT_S = 6.0
 FAULTS = ("kill_child", "kill_parent", "stop_fork_server", "cancel", "restart_database", "terminate_backends",
           "fill_disk")
 FULL_DISK_S = (2.0, 8.0)  # how long a full disk lasts
+RESTART_S = 2.0  # systemd's RestartSec in deploy/docsuper.service
 RECOVERY_S = 60.0  # after space comes back, a job must have finished within this
 # What an attempt's error says when the disk, not the job, made it fail.
 DISK_ERRORS = ("no space left", "disk full", "database or disk is full", "disk i/o error", "errno 28")
@@ -134,6 +138,8 @@ class Soak:
         self.daemon_rss: list[tuple[float, float]] = []  # (seconds since its start, MB) of the current daemon
         self.rss_growth: list[float] = []  # per daemon life
         self.daemon_started = 0.0
+        self.restart_at: float | None = None  # when to start again a daemon that refused to start
+        self.refused_starts = 0  # daemons that refused to start on a full disk
         self.faults: Counter[str] = Counter()
         self.daemon_pids: set[int] = set()
         self.submitted: list[str] = []
@@ -342,7 +348,6 @@ class Soak:
     # -- a full disk ------------------------------------------------------------
     def start_full_disk(self) -> None:
         assert self.disk is not None
-        self.disk_peak_mb = max(self.disk_peak_mb, self.disk_used_mb())
         episode = FullDisk(len(self.episodes) + 1, self.disk / "filler",
                            time.monotonic() + self.rng.uniform(*FULL_DISK_S))
         fill(episode.filler)
@@ -353,7 +358,9 @@ class Soak:
         """Keep the disk full while the episode lasts (space a job or the queue gives back is
         taken again), end it when due, then watch for the daemon's first finished job."""
         now = time.monotonic()
-        if self.full is not None:
+        if self.full is None:
+            self.disk_peak_mb = max(self.disk_peak_mb, self.disk_used_mb())
+        else:
             if now < self.full.until:
                 fill(self.full.filler)
             else:
@@ -369,6 +376,35 @@ class Soak:
                 episode.recovered_s = now - episode.released_at
             elif now - episode.released_at > RECOVERY_S:
                 episode.problem = f"no job finished within {RECOVERY_S:.0f} s after space came back"
+
+    def watch_daemon(self) -> None:
+        """Restart a daemon that exited without being asked. One that refused to start because
+        the disk under the queue is full (exit 1, one line) is restarted after RESTART_S, as
+        systemd's RestartSec does in deploy/docsuper.service; any other exit is a violation
+        when it happens in a full-disk episode."""
+        now = time.monotonic()
+        if self.daemon is None:
+            if self.restart_at is not None and now >= self.restart_at:
+                self.restart_at = None
+                self.start_daemon()
+            return
+        if self.daemon.poll() is None:
+            return
+        if self.refused_on_full_disk():
+            self.refused_starts += 1
+            self.daemon, self.restart_at = None, now + RESTART_S
+            return
+        self.faults["daemon_exited_by_itself"] += 1
+        self.daemon_exited()
+        self.start_daemon()
+
+    def refused_on_full_disk(self) -> bool:
+        """Whether the daemon that just exited refused to start because the disk was full."""
+        assert self.daemon is not None
+        log = (self.work / f"daemon-{self.logs}.log").read_text(errors="replace")
+        lines = log.strip().splitlines()
+        return (self.daemon.returncode == 1 and '"supervisor_started"' not in log and bool(lines)
+                and lines[-1].startswith("docsuper: disk full"))
 
     def daemon_exited(self) -> None:
         """The daemon exited without being asked: during a full disk, or before it finished a job
@@ -405,10 +441,7 @@ class Soak:
             if time.monotonic() >= next_sample:
                 self.sample_parent()
                 next_sample = time.monotonic() + 5
-            if self.daemon is not None and self.daemon.poll() is not None:
-                self.faults["daemon_exited_by_itself"] += 1
-                self.daemon_exited()
-                self.start_daemon()
+            self.watch_daemon()
             time.sleep(0.5)  # the submitter's pace
         self.judge_full_disks()
         self.stop_daemon()
@@ -429,10 +462,10 @@ class Soak:
                 if self.full is None:
                     raise
             self.full_disk_turn(finished)
-            if self.daemon is not None and self.daemon.poll() is not None:
-                self.faults["daemon_exited_by_itself"] += 1
-                self.daemon_exited()
-                self.start_daemon()
+            self.watch_daemon()
+            time.sleep(0.5)
+        while self.daemon is None:  # a refused start waiting for its restart
+            self.watch_daemon()
             time.sleep(0.5)
 
     def make_samples(self) -> list[Path]:
@@ -507,7 +540,9 @@ class Soak:
             checks.append(("daemon survived every full disk", not failed,
                            f"{len(self.episodes)} episodes, {len(refused)} in which the daemon logged the queue "
                            f"refusing writes; a job finished {recovered[len(recovered) // 2]:.1f} s (median), "
-                           f"{recovered[-1]:.1f} s (max) after space came back; failed: {failed}"
+                           f"{recovered[-1]:.1f} s (max) after space came back; restarted daemons that refused "
+                           f"to start on a full disk (exit 1, restarted after {RESTART_S:g} s): "
+                           f"{self.refused_starts}; failed: {failed}"
                            if recovered else f"{len(self.episodes)} episodes; failed: {failed}"))
             checks.append(("no attempt counted against a job because of the disk", not by_disk,
                            f"{len(by_disk)} {by_disk[:5]}"))
