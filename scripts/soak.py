@@ -536,10 +536,11 @@ class Soak:
         if self.disk is not None:
             failed = [f"#{e.number}: {e.problem}" for e in self.episodes if e.problem]
             recovered = sorted(e.recovered_s for e in self.episodes if e.recovered_s is not None)
-            refused = self.disk_refusals()
+            refused = self.episodes_logging("queue_unavailable", "disk full")
+            paused = self.episodes_logging("work_dir_full")
             checks.append(("daemon survived every full disk", not failed,
-                           f"{len(self.episodes)} episodes, {len(refused)} in which the daemon logged the queue "
-                           f"refusing writes; a job finished {recovered[len(recovered) // 2]:.1f} s (median), "
+                           f"{len(self.episodes)} episodes, in which a daemon paused claiming (work_dir_full): "
+                           f"{len(paused)}, logged the queue refusing writes: {len(refused)}; a job finished {recovered[len(recovered) // 2]:.1f} s (median), "
                            f"{recovered[-1]:.1f} s (max) after space came back; restarted daemons that refused "
                            f"to start on a full disk (exit 1, restarted after {RESTART_S:g} s): "
                            f"{self.refused_starts}; failed: {failed}"
@@ -562,12 +563,12 @@ class Soak:
             print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
         return 0 if all(ok for _, ok, _ in checks) else 1
 
-    def disk_refusals(self) -> list[int]:
-        """The episodes during which a daemon logged the queue unavailable because of the full disk."""
+    def episodes_logging(self, event: str, text: str = "") -> list[int]:
+        """The full-disk episodes during which a daemon logged `event` (with `text` in its line)."""
         moments = []
         for log in sorted(self.work.glob("daemon-*.log")):
             for line in log.read_text(errors="replace").splitlines():
-                if '"queue_unavailable"' in line and "disk full" in line:
+                if f'"{event}"' in line and text in line:
                     try:
                         moments.append(json.loads(line).get("ts"))
                     except ValueError:
