@@ -644,6 +644,9 @@ def main() -> None:
         try:
             soak.open()
             code = soak.run()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: cleaned up below, no invariant judged
+            print("soak: interrupted; the daemon, the small disk and the cgroup are removed", file=sys.stderr)
+            code = 130
         finally:
             soak.close()
     print(json.dumps({"exit": code}))
