@@ -2,8 +2,10 @@
 
 An engine is made once per process from the job's `[ocr]` settings and called with a
 grayscale page (uint8, 2-D); it returns lines as (box, text, confidence), the box four
-[x, y] corners in the page image's pixels. Each engine also says `min_dpi`: scans
-below it are upscaled before it reads them.
+[x, y] corners in the page image's pixels. Each engine also says the range of resolutions
+it reads best: `MIN_DPI` (scans below it are upscaled before it reads them) and `MAX_DPI`
+(finer scans are read at it: more pixels only cost time and memory; None: no ceiling
+but `ocr.dpi`).
 
 | name | module | what it is |
 |---|---|---|
@@ -13,7 +15,7 @@ below it are upscaled before it reads them.
 `auto` is Tesseract when tesserocr and its model are installed, RapidOCR otherwise
 (docs/ocr.md has the measurements behind that order). Another engine is one more
 module with an `Engine(settings)` class, a settings class with `from_section`,
-`MIN_DPI` and `available(tessdata_dir)`, and one more row in `_MODULES`.
+`MIN_DPI`, `MAX_DPI` and `available(tessdata_dir)`, and one more row in `_MODULES`.
 
 Nothing heavy is imported here: each engine's own libraries load when it is made,
 in the child (onnxruntime starts a thread at import; the fork server must not).
@@ -69,6 +71,12 @@ def settings_for(name: str, ocr: OcrConfig) -> Any:
 def min_dpi(name: str) -> int:
     """Below this resolution a scan is upscaled for the engine (without making it)."""
     return int(_module(name).MIN_DPI)
+
+
+def max_dpi(name: str) -> int | None:
+    """Above this resolution a scan is scaled down for the engine (None: only `ocr.dpi` bounds it)."""
+    value = _module(name).MAX_DPI
+    return None if value is None else int(value)
 
 
 @functools.lru_cache(maxsize=2)

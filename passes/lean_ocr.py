@@ -40,6 +40,8 @@ NAME = "rapidocr"
 # Below this a scan is upscaled: on 110 dpi JPEG scans the recogniser read 200 dpi renders
 # better than the scan's own pixels (CER 10 % against 15 %) and no worse than 300 dpi.
 MIN_DPI = 200
+# No ceiling of its own: a scan finer than 200 dpi is read at its resolution, up to `ocr.dpi`.
+MAX_DPI: int | None = None
 
 
 @dataclass(frozen=True)

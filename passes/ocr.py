@@ -3,9 +3,10 @@
 Page by page:
 - a page with a real text layer (at least `ocr.text_layer_min_chars` readable
   characters) is taken as it is, with no rendering and no OCR;
-- any other page is rendered in grayscale at `ocr.dpi` (images at their own
-  pixel size), scaled down to fit `ocr.max_render_pixels`, and read by RapidOCR
-  with the lean settings of `lean_ocr`;
+- any other page is rendered in grayscale at the resolution the engine reads best
+  (`render_dpi`: a scan near its own resolution, within the engine's range and
+  never above `ocr.dpi`), scaled down to fit `ocr.max_render_pixels`, and read by
+  the engine (`engines`: Tesseract, or RapidOCR with the lean settings of `lean_ocr`);
 - after each page, MuPDF's image cache is emptied and the heap trimmed, so the
   next page starts from the same memory as the first one did.
 
@@ -54,6 +55,7 @@ class OcrSettings:
     text_layer_min_chars: int
     engine_settings: Any         # the engine's own settings (hashable: the engine is cached on them)
     min_dpi: int                 # scans below this are upscaled for the engine
+    max_dpi: int | None          # scans above this are scaled down for it (None: only the plan's dpi)
     vocabulary: tuple[bool, str]  # (ocr.clinical_vocabulary, ocr.user_words): misread terms put right
 
     @classmethod
@@ -66,7 +68,7 @@ class OcrSettings:
         plan = plan_for(oom_attempts(earlier_outcomes), section.dpi, section.max_render_pixels, configured, leanest)
         return cls(plan=plan, text_layer_min_chars=section.text_layer_min_chars,
                    engine_settings=engines.settings_for(plan.engine, section), min_dpi=engines.min_dpi(plan.engine),
-                   vocabulary=(section.clinical_vocabulary, section.user_words))
+                   max_dpi=engines.max_dpi(plan.engine), vocabulary=(section.clinical_vocabulary, section.user_words))
 
 
 def run(ctx: PassContext) -> dict[str, Any]:
@@ -223,20 +225,29 @@ def source_dpi(page: pymupdf.Page) -> float | None:
     return best[1] if best else None
 
 
-def render_zoom(rect: pymupdf.Rect, source: float | None, settings: OcrSettings, stored: bool = True) -> float:
-    """Scale from page units (1/72 in) to pixels for the engine.
+def render_dpi(source: float | None, stored: bool, plan_dpi: float, min_dpi: float,
+               max_dpi: float | None) -> float:
+    """The resolution a page is rendered at for the engine, before the pixel budget.
 
-    A scan is read near its own resolution: upscaled to the engine's `min_dpi` when it is
-    coarser, never above the plan's dpi (a 110 dpi scan is not rendered at 300 dpi for
-    nothing). An image file that stores no resolution (`stored` False) is read at its own
-    pixels; a page with no scan on it at the plan's dpi. Then the pixel budget bounds it all.
+    A scan is read at its own resolution brought into the engine's range: upscaled to
+    `min_dpi` when coarser (a 110 dpi scan at 200), scaled down to `max_dpi` when finer
+    (Tesseract reads a 300 or 600 dpi scan at 200), and never above the plan's dpi. A page
+    with no scan on it (`source` None) is rendered at the lower of the two ceilings. An
+    image file that stores no resolution (`stored` False: MuPDF assumed 96 dpi) is read at
+    its own pixels: its real resolution is unknown.
     """
+    ceiling = float(plan_dpi) if max_dpi is None else float(min(plan_dpi, max_dpi))
     if source is None:
-        dpi = float(settings.plan.dpi)
-    elif not stored:
-        dpi = source
-    else:
-        dpi = min(float(settings.plan.dpi), max(source, settings.min_dpi))
+        return ceiling
+    if not stored:
+        return float(source)
+    return min(ceiling, max(float(source), float(min_dpi)))
+
+
+def render_zoom(rect: pymupdf.Rect, source: float | None, settings: OcrSettings, stored: bool = True) -> float:
+    """Scale from page units (1/72 in) to pixels for the engine: `render_dpi`, then the pixel
+    budget bounds it all."""
+    dpi = render_dpi(source, stored, settings.plan.dpi, settings.min_dpi, settings.max_dpi)
     zoom = dpi / 72.0
     area = rect.width * rect.height * zoom * zoom
     if area > settings.plan.max_render_pixels:

@@ -52,6 +52,12 @@ _EDGE_MARKS = re.compile(r"^(?:[|!'‘’`]+\s+)+|(?:\s+[|!'‘’`]+)+$")
 # Below this a scan is upscaled for Tesseract: its LSTM reads text best at an x-height of
 # ~20-30 px (11 pt at 200 dpi); 110 dpi read at 200 made 0.04 % CER against 0.13 % at 110.
 MIN_DPI = 200
+# ... and a finer scan is scaled down to it. The LSTM scales every text line to the same
+# height (36 px) before it reads it, so pixels beyond ~200 dpi only feed the parts that grow
+# with the image (thresholding, connected components, each line's crop): on 300 dpi scans
+# (11 pt, 10 pt Courier, 9 pt, 8 pt; blur, noise, JPEG 30-60) CER was the same at 200 dpi
+# as at 300 (0.00-0.31 % against 0.00-0.39 %), for 17-30 % less CPU and ~20 MB less peak.
+MAX_DPI = 200
 
 
 @dataclass(frozen=True)

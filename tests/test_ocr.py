@@ -91,7 +91,9 @@ def test_scanned_pdf_with_skew_blur_noise_and_jpeg(tmp_path: Path, engine: str):
     assert "text" not in summary
     assert_cer(truth, results)
     for result in results.values():
-        assert result["method"] == "ocr" and result["dpi"] == 300.0
+        # 300 dpi scans: RapidOCR reads them at 300 dpi, Tesseract at its ceiling of 200.
+        assert result["method"] == "ocr" and result["dpi"] == {"tesseract": 200.0, "rapidocr": 300.0}[engine]
+        assert result["source_dpi"] == pytest.approx(300, abs=1)
         assert result["seconds"] > 0 and result["rss_mb"] > 0
         assert (result["width"], result["height"]) == (595.0, 842.0)
         box, text, confidence = result["lines"][0]
@@ -111,8 +113,9 @@ def test_multipage_tiff(tmp_path: Path):
     results = page_results(events)
     assert summary["kind"] == "tiff" and summary["pages_ocr"] == 2
     assert_cer([p.text for p in pages], results)
-    # A 300 dpi TIFF is read at its own pixels: page units are points at that resolution.
-    assert results[1]["dpi"] == pytest.approx(300, abs=1)
+    # A 300 dpi TIFF: page units are points at that resolution, and Tesseract reads it at 200 dpi.
+    assert results[1]["source_dpi"] == pytest.approx(300, abs=1)
+    assert results[1]["dpi"] == pytest.approx(200, abs=1)
 
 
 @pytest.mark.ocr
@@ -185,6 +188,8 @@ def test_cer_per_kind_of_input(tmp_path: Path):
         assert summary["engine"] == "tesseract"
         if kind == "scan110_q35":  # upscaled for the engine, not rendered at 300 dpi
             assert (results[1]["source_dpi"], results[1]["dpi"]) == (pytest.approx(110, abs=1), 200.0)
+        if kind == "scan300_q60":  # scaled down to the engine's ceiling, same CER bound
+            assert (results[1]["source_dpi"], results[1]["dpi"]) == (pytest.approx(300, abs=1), 200.0)
     assert not failures, failures
 
 
@@ -453,13 +458,13 @@ def test_a_killed_job_resumes_at_its_first_missing_page_through_the_daemon(env: 
 
 
 def _poster(path: Path) -> list[str]:
-    """An A2 page scanned at 240 dpi (22 M pixels, large print): read whole, it needs ~170 MB
-    more than a page rendered within a lighter plan's 4 M pixels (~55 MB)."""
+    """An A1 page scanned at 200 dpi (31 M pixels, large print): read whole (Tesseract reads
+    at 200 dpi), it needs far more than a page rendered within a lighter plan's 4 M pixels."""
     import random
 
     import pymupdf
 
-    style = docgen.ScanStyle(dpi=240, page_size=(1191.0, 1684.0), fontsize=22, margin=90, angle=0, blur=0, noise=0)
+    style = docgen.ScanStyle(dpi=200, page_size=(1684.0, 2384.0), fontsize=31, margin=127, angle=0, blur=0, noise=0)
     lines = docgen.text_lines(random.Random(3), 8, 40)
     doc = pymupdf.open()
     page = doc.new_page(width=style.page_size[0], height=style.page_size[1])
@@ -478,7 +483,8 @@ def test_an_oom_is_retried_with_a_lighter_plan_through_the_daemon(env: Any):
     lightest plan failed too, and its error says so."""
     path = env.root / "poster.pdf"
     lines = _poster(path)
-    env.set(DOCSUPER_OCR_MAX_RENDER_PIXELS="40000000", DOCSUPER_MEMORY_JOB_LIMIT_MB="110")
+    # ocr.dpi 200: an A1 page passes validation (its pixels are counted at this resolution).
+    env.set(DOCSUPER_OCR_DPI="200", DOCSUPER_OCR_MAX_RENDER_PIXELS="40000000", DOCSUPER_MEMORY_JOB_LIMIT_MB="110")
     [item] = json.loads(env.cli("submit", str(path), "--passes", "ocr", "--max-attempts", "1", "--json").stdout)
     env.drain()
     with env.queue() as q:

@@ -39,10 +39,11 @@ def test_only_oom_attempts_count():
 
 # --- render resolution -------------------------------------------------------------------
 
-def settings(dpi: int = 300, pixels: int = 9_000_000, min_dpi: int = 200) -> ocr.OcrSettings:
+def settings(dpi: int = 300, pixels: int = 9_000_000, min_dpi: int = 200,
+             max_dpi: int | None = None) -> ocr.OcrSettings:
     plan = memory_plan.MemoryPlan(0, "standard", dpi, pixels, "tesseract")
     return ocr.OcrSettings(plan=plan, text_layer_min_chars=16, engine_settings=None, min_dpi=min_dpi,
-                           vocabulary=(False, ""))
+                           max_dpi=max_dpi, vocabulary=(False, ""))
 
 
 @pytest.mark.parametrize("source, expected", [
@@ -55,6 +56,37 @@ def settings(dpi: int = 300, pixels: int = 9_000_000, min_dpi: int = 200) -> ocr
 ])
 def test_a_scan_is_read_near_its_own_resolution(source, expected):
     assert ocr.render_zoom(A4, source, settings()) * 72 == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("source, expected", [
+    (100, 200),    # upscaled to the engine's minimum
+    (200, 200),
+    (300, 200),    # scaled down to the engine's ceiling: more pixels only cost CPU and memory
+    (600, 200),
+    (None, 200),   # no scan on the page: the lower of the plan's dpi and the engine's ceiling
+])
+def test_an_engine_with_a_ceiling_reads_every_scan_within_its_range(source, expected):
+    assert ocr.render_dpi(source, True, 300, 200, 200) == pytest.approx(expected)
+    assert ocr.render_zoom(A4, source, settings(max_dpi=200)) * 72 == pytest.approx(expected)
+
+
+def test_the_plan_dpi_bounds_the_engine_range_and_a_ceiling_never_raises_it():
+    assert ocr.render_dpi(300, True, 150, 200, 200) == 150   # the lightest plan's cap wins over the minimum
+    assert ocr.render_dpi(None, True, 150, 200, 200) == 150
+    assert ocr.render_dpi(300, True, 300, 200, 240) == 240
+    assert ocr.render_dpi(220, True, 300, 200, 240) == 220   # within the range: its own resolution
+    assert ocr.render_dpi(600, True, 300, 200, None) == 300  # no ceiling of the engine's: the plan's dpi
+
+
+def test_an_image_without_a_stored_resolution_keeps_its_pixels_whatever_the_range():
+    assert ocr.render_dpi(96.0, False, 300, 200, 200) == 96.0
+
+
+def test_the_readers_range_is_each_engines_own():
+    from docsuper.passes import engines
+
+    assert (engines.min_dpi("tesseract"), engines.max_dpi("tesseract")) == (200, 200)
+    assert (engines.min_dpi("rapidocr"), engines.max_dpi("rapidocr")) == (200, None)
 
 
 def test_an_image_without_a_stored_resolution_is_read_at_its_own_pixels():
