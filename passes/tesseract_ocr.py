@@ -149,12 +149,13 @@ class Engine:
         image = without_rules(np.ascontiguousarray(image))
         height, width = image.shape[:2]
         api = self._api
-        pixels = image.tobytes()
+        pixels = page_bytes(image)
         del image
         try:
             mode = self._segmentation(pixels, width, height)
             api.SetPageSegMode(mode)
             api.SetImageBytes(pixels, width, height, 1, width)  # anew: Recognize would reuse the analysis
+            del pixels  # Tesseract keeps its own copy (a Pix); ours would only add to the peak
             api.Recognize()
             lines: list[Line] = []
             level = tesserocr.RIL.TEXTLINE
@@ -189,6 +190,17 @@ class Engine:
             return int(psm.SINGLE_BLOCK)
         image = np.frombuffer(pixels, np.uint8).reshape(height, width)
         return int(psm.AUTO if two_columns(image) else psm.SINGLE_BLOCK)
+
+
+def page_bytes(image: np.ndarray) -> bytes:
+    """The image's pixels as the `bytes` tesserocr takes: the buffer under the array when it
+    is one already (as `ocr.render_gray` makes it), else a copy."""
+    base = image.base
+    while isinstance(base, np.ndarray):  # a reshaped view's base is the array over the bytes
+        base = base.base
+    if isinstance(base, bytes) and image.flags.c_contiguous and len(base) == image.nbytes:
+        return base
+    return image.tobytes()
 
 
 def two_columns(image: np.ndarray) -> bool:

@@ -7,7 +7,7 @@ import pytest
 
 from docsuper.passes import memory_plan, ocr
 from docsuper.passes.clinical_terms import Corrector, corrector, skeleton
-from docsuper.passes.tesseract_ocr import two_columns, without_rules
+from docsuper.passes.tesseract_ocr import page_bytes, two_columns, without_rules
 
 A4 = pymupdf.Rect(0, 0, 595, 842)
 
@@ -35,6 +35,44 @@ def test_a_lighter_plan_never_raises_what_the_operator_set():
 def test_only_oom_attempts_count():
     assert memory_plan.oom_attempts(["error", "oom", "timeout", "crashed", "oom"]) == 2
     assert memory_plan.oom_attempts(None) == 0
+
+
+# --- the page image handed to the engine ------------------------------------------------
+
+def _scan_page(doc: pymupdf.Document) -> pymupdf.Page:
+    import numpy as np
+
+    page = doc.new_page(width=595, height=842)
+    image = np.full((1286, 909), 255, np.uint8)  # A4 at 110 dpi
+    image[100:110, 100:800] = 0
+    page.insert_image(page.rect, stream=pymupdf.Pixmap(pymupdf.csGRAY, 909, 1286, image.tobytes(), False).tobytes("png"))
+    return page
+
+
+def test_the_render_leaves_only_the_pages_pixels_behind():
+    """render_gray: the page's pixels as an array over one `bytes` (no pixmap behind it), which
+    the engine hands to Tesseract without another copy."""
+    import numpy as np
+
+    doc = pymupdf.open()
+    page = _scan_page(doc)
+    pymupdf.TOOLS.store_shrink(100)
+    image = ocr.render_gray(page, 200 / 72)
+    assert image.shape == (round(842 * 200 / 72), round(595 * 200 / 72)) and image.dtype == np.uint8
+    assert image[0, 0] == 255 and image.min() < 64  # the rule drawn on the scan is there
+    assert page_bytes(image) is page_bytes(image)  # the bytes under it, not a copy each time
+    assert isinstance(page_bytes(image), bytes) and len(page_bytes(image)) == image.nbytes
+
+
+def test_the_engine_gets_the_buffer_under_an_array_and_a_copy_of_a_view():
+    import numpy as np
+
+    raw = bytes(range(12))
+    image = np.frombuffer(raw, np.uint8).reshape(3, 4)
+    assert page_bytes(image) is raw
+    assert page_bytes(image[:, :2]) == bytes([0, 1, 4, 5, 8, 9])  # a strided view: its own pixels
+    assert page_bytes(image[1:]) == raw[4:]
+    assert page_bytes(np.zeros((2, 2), np.uint8)) == bytes(4)
 
 
 # --- render resolution -------------------------------------------------------------------
