@@ -19,9 +19,9 @@ Why these settings (scripts/bench_ocr.py, figures in docs/ocr.md):
   deployment's own list (`ocr.user_words`, `ocr.user_patterns`).
 
 Importing this module imports nothing heavy; `tesserocr` itself starts no thread on
-import or at init (the fork server can preload it), and the OpenMP threads Tesseract
-may start while recognising run in the child, after the fork, capped at one by
-OMP_THREAD_LIMIT in the child's environment.
+import or at init (the fork server can preload it). The wheel's libtesseract is built
+without OpenMP (it links no libgomp), so it recognises on the calling thread only; the
+engine caps OpenCV's pool at one thread too (see `Engine`).
 """
 
 from __future__ import annotations
@@ -126,7 +126,12 @@ class Engine:
 
     def __init__(self, settings: TesseractSettings) -> None:
         tune_malloc()
+        import cv2
         import tesserocr  # type: ignore[import-untyped]  # no stubs in the wheel
+
+        # Painting out rules and finding columns run OpenCV, whose pool would start a worker
+        # thread per core in the child: the unit of parallelism is the child, one thread each.
+        cv2.setNumThreads(1)
 
         self._tesserocr = tesserocr
         variables = {"tessedit_do_invert": "0"}

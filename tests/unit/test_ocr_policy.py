@@ -64,6 +64,18 @@ def test_the_render_leaves_only_the_pages_pixels_behind():
     assert isinstance(page_bytes(image), bytes) and len(page_bytes(image)) == image.nbytes
 
 
+def test_the_tesseract_engine_keeps_opencv_to_the_childs_one_thread():
+    import cv2
+
+    from docsuper.passes import tesseract_ocr
+
+    if not tesseract_ocr.available():
+        pytest.skip("tesserocr or its model is not installed")
+    cv2.setNumThreads(-1)  # OpenCV's default: a worker per core
+    tesseract_ocr.Engine(tesseract_ocr.TesseractSettings("auto", False, "", "", ""))
+    assert cv2.getNumThreads() == 1
+
+
 def test_the_engine_gets_the_buffer_under_an_array_and_a_copy_of_a_view():
     import numpy as np
 
