@@ -10,6 +10,9 @@ Page by page:
 - after each page, MuPDF's image cache is emptied and the heap trimmed, so the
   next page starts from the same memory as the first one did.
 
+PDF, PNG and JPEG pages come from MuPDF; a TIFF's pages from Pillow, one at a time
+(`TiffPages`: MuPDF would hold the whole file in memory for the whole job).
+
 Each page's result goes to the parent at once (`ctx.page_result`), so a retry
 resumes at the first page without one. The result of a page:
 
@@ -30,7 +33,9 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,15 +132,115 @@ def quiet_mupdf() -> None:
     pymupdf.TOOLS.mupdf_warnings(reset=True)
 
 
-def open_document(document: inputs.Document) -> pymupdf.Document:
+def open_document(document: inputs.Document) -> "pymupdf.Document | TiffPages":
+    """MuPDF for PDF, PNG and JPEG; a TIFF is read a page at a time (`TiffPages`)."""
+    if document.kind == "tiff":
+        return TiffPages(Path(document.path), document.pages)
     try:
         return pymupdf.open(document.path, filetype=document.kind)
     except Exception as exc:
         raise _mupdf_failure(exc, f"the {document.kind.upper()} file cannot be opened") from None
 
 
+class TiffPages:
+    """A TIFF read one page at a time with Pillow, in MuPDF's page units.
+
+    MuPDF opens an image file by reading all of it into memory, and decodes a TIFF page
+    with a second, transient copy: an uncompressed A3 page at 300 dpi (17 MB) peaked at
+    188 MB RSS, 17 MB of it the file, held for the whole job. Pillow reads a page's strips
+    from the file, so only the decoded page is in memory, and only while it is scaled for
+    the engine (169 MB on the same page). Page units are MuPDF's: points at the page's
+    stored resolution, 96 dpi when it stores none (then read at its own pixels).
+    """
+
+    def __init__(self, path: Path, pages: int) -> None:
+        self.path = path
+        self.page_count = pages
+
+    def page(self, index: int) -> tuple[float, float, float]:
+        """(width, height) in points and the resolution it was scanned at (the finer axis)."""
+        with self._open(index) as image:
+            xres, yres = _tiff_dpi(image)
+            return image.width * 72.0 / xres, image.height * 72.0 / yres, max(xres, yres)
+
+    def render(self, index: int, zoom: float) -> np.ndarray:
+        """The page in grayscale at `zoom` (pixels per point), an array over one `bytes`."""
+        from PIL import Image
+
+        with self._open(index) as image:
+            xres, yres = _tiff_dpi(image)
+            size = (max(1, round(image.width * 72.0 / xres * zoom)), max(1, round(image.height * 72.0 / yres * zoom)))
+            image.load()
+            gray = _gray(image)
+            if gray.size != size:
+                # Area averaging to go down (as MuPDF does), bilinear to go up (a 200x100 dpi fax).
+                smaller = size[0] * size[1] < gray.width * gray.height
+                gray = gray.resize(size, Image.Resampling.BOX if smaller else Image.Resampling.BILINEAR)
+            data = gray.tobytes()
+            del gray
+        return np.frombuffer(data, dtype=np.uint8).reshape(size[1], size[0])
+
+    def _open(self, index: int) -> Any:
+        from PIL import Image
+
+        with warnings.catch_warnings():  # odd tags ("Corrupt EXIF data") are not the page's text
+            warnings.simplefilter("ignore")
+            image = Image.open(self.path)
+        try:
+            image.seek(index)
+        except BaseException:
+            image.close()
+            raise
+        return image
+
+    def close(self) -> None:
+        pass  # each page opens the file and closes it again
+
+
+def _tiff_dpi(image: Any) -> tuple[float, float]:
+    """The page's resolution as MuPDF takes it, so that page units (and boxes) stay the same:
+    inches or centimetres only (no unit, or no resolution: 96 dpi, "unknown"), whole dpi, and
+    MuPDF's sanity rule for values below 72 or above 4800 (`fz_image_resolution`)."""
+    tags = image.tag_v2
+    try:
+        xres, yres = float(tags.get(282, 0)), float(tags.get(283, 0))
+    except (TypeError, ValueError, ZeroDivisionError):
+        xres = yres = 0.0
+    unit = tags.get(296, 2)  # TIFF's default unit is the inch
+    if xres <= 0 or yres <= 0 or unit not in (2, 3):
+        return _ASSUMED_DPI, _ASSUMED_DPI
+    xres, yres = float(int(xres)), float(int(yres))  # MuPDF keeps whole numbers, then converts
+    if unit == 3:
+        xres, yres = float(int(xres) * 254 // 100), float(int(yres) * 254 // 100)
+    sane, insane = 72.0, 4800.0
+    if min(xres, yres) < sane or max(xres, yres) > insane:
+        if xres == yres:
+            return sane, sane
+        if xres < yres:
+            xres, yres = sane, float(int(yres * sane / xres))
+        else:
+            xres, yres = float(int(xres * sane / yres)), sane
+        if xres == yres or min(xres, yres) < sane or max(xres, yres) > insane:
+            return sane, sane
+    return xres, yres
+
+
+def _gray(image: Any) -> Any:
+    """8-bit grayscale: a 16-bit scan keeps its top 8 bits (Pillow's convert would clip it)."""
+    from PIL import Image
+
+    if image.mode == "L":
+        return image
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA"):  # on white, as MuPDF renders a transparent page
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("L")
+    return image.convert("L")
+
+
 def _mupdf_failure(exc: Exception, what: str) -> Exception:
-    """MuPDF fails the same way on every attempt, except when memory ran out."""
+    """MuPDF (or Pillow, for a TIFF) fails the same way on every attempt, except when memory ran out."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if is_allocation_failure(text):
         return MemoryError(f"{what}: {text}")
@@ -146,30 +251,43 @@ def readable_chars(text: str) -> int:
     return sum(1 for ch in text if not ch.isspace() and ch != _UNREADABLE)
 
 
-def read_page(doc: pymupdf.Document, index: int, document: inputs.Document,
+def read_page(doc: "pymupdf.Document | TiffPages", index: int, document: inputs.Document,
               settings: OcrSettings) -> dict[str, Any]:
     """One page's result: its text layer when it has a real one, otherwise OCR of its raster."""
     started = time.monotonic()
     number = index + 1
+    page: pymupdf.Page | None = None
+    source: float | None = None
     try:
-        page = doc.load_page(index)
-        rect = page.rect
-        text = page.get_text("text") if document.kind == "pdf" else ""
+        if isinstance(doc, TiffPages):
+            width, height, source = doc.page(index)
+            rect = pymupdf.Rect(0, 0, width, height)
+        else:
+            page = doc.load_page(index)
+            rect = page.rect
+        text = page.get_text("text") if page is not None and document.kind == "pdf" else ""
     except Exception as exc:
         raise _mupdf_failure(exc, f"page {number} cannot be read") from None
     result: dict[str, Any] = {"width": round(rect.width, 2), "height": round(rect.height, 2)}
-    if readable_chars(text) >= max(1, settings.text_layer_min_chars):
+    if page is not None and readable_chars(text) >= max(1, settings.text_layer_min_chars):
         result.update(text=text, lines=text_layer_lines(page), method="text_layer")
     else:
-        source = source_dpi(page)
+        if page is not None:
+            source = source_dpi(page)
         stored = not (document.kind != "pdf" and source is not None and abs(source - _ASSUMED_DPI) < 0.5)
         zoom = render_zoom(rect, source, settings, stored)
         try:
-            image = render_gray(page, zoom)
+            if isinstance(doc, TiffPages):
+                image = doc.render(index, zoom)
+            else:
+                assert page is not None
+                image = render_gray(page, zoom)
+        except MemoryError:
+            raise  # the copy of the pixels, or Pillow's decode: outcome oom, not damaged input
         except Exception as exc:
             raise _mupdf_failure(exc, f"page {number} cannot be rendered") from None
-        # The page holds the decoded image of an image file's page (a TIFF's, 10 MB at 320 dpi):
-        # rendered now, so it goes before the engine's peak.
+        # The page holds the decoded image of an image file (a PNG's or a JPEG's): rendered now,
+        # so it goes before the engine's peak.
         del page
         lines = engines.engine(settings.plan.engine, settings.engine_settings)(image)
         del image
