@@ -16,8 +16,9 @@ Measured, by default:
    (100-300 dpi JPEG scans, G4 faxes at 200x200 and 200x100 dpi, a phone photo, a
    two-column letter, a ruled table; full A4 pages with clinical text): CER with and
    without spaces, clinical tokens lost, render dpi, s/page, CPU s/page, peak RSS.
-2. A 142-page scan and a ~20 MB two-page TIFF on the default engine: peak RSS and
-   RSS after the first and the last page.
+2. A 142-page scan, a ~20 MB two-page TIFF, an uncompressed A3 TIFF at 300 dpi and an
+   A2 poster at 240 dpi (rendered at the 9 M pixel budget) on the default engine: peak
+   RSS and RSS after the first and the last page.
 3. As root, the box (`bench_box.burst_figures`): 16 mixed jobs through `docsuper run
    --drain` in a 512 MB memory cgroup at WORKER_CONCURRENCY=5 and at 1: kernel OOM
    kills, the box's peak, the most OCR children at once, pages/s and their ratio.
@@ -105,6 +106,23 @@ def make_corpus(directory: Path, quick: bool) -> dict[str, Any]:
     tiff = directory / "two_pages.tif"
     docgen.multipage_tiff(tiff, tiff_pages, dpi=tiff_dpi, compression=None)
     corpus["tiff"] = {"path": tiff, "truth": [p.text for p in tiff_pages]}
+    # The largest pages within the pixel budget: an uncompressed A3 TIFF at 300 dpi (read at
+    # 200 dpi: 7.7 M pixels, ~5 000 characters) and an A2 poster at 240 dpi (rendered at the
+    # 9 M pixel budget).
+    a3_style = docgen.ScanStyle(dpi=300, page_size=(842.0, 1191.0))
+    a3_page = docgen.scanned_page(3000, a3_style)
+    a3 = directory / "a3_300dpi.tif"
+    docgen.multipage_tiff(a3, [a3_page], dpi=300, compression=None)
+    corpus["a3_tiff"] = {"path": a3, "truth": [a3_page.text]}
+    poster_style = docgen.ScanStyle(dpi=240, page_size=(1191.0, 1684.0), fontsize=22, margin=90)
+    poster_page = docgen.scanned_page(3001, poster_style, lines=30)
+    poster = directory / "a2_poster_240dpi.pdf"
+    out = pymupdf.open()
+    new_page = out.new_page(width=poster_style.page_size[0], height=poster_style.page_size[1])
+    new_page.insert_image(new_page.rect, stream=docgen.encode_jpeg(poster_page.image, 60))
+    out.save(poster)
+    out.close()
+    corpus["poster"] = {"path": poster, "truth": [poster_page.text]}
     for item in corpus.values():
         item["mb"] = round(item["path"].stat().st_size / 1e6, 1)
         item["pages"] = len(item["truth"])
@@ -457,22 +475,22 @@ def kinds_table(directory: Path, quick: bool) -> tuple[str, dict[str, Any]]:
 
 
 def long_scan_table(corpus: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The 142-page scan and the ~20 MB TIFF on the default engine: peak and growth."""
+    """The 142-page scan, the ~20 MB TIFF and the largest pages on the default engine: peak and growth."""
     rows, figures = [], {}
-    for name in ("long", "tiff"):
+    for name in ("long", "tiff", "a3_tiff", "poster"):
         item = corpus[name]
         print(f"  default engine on {name} ({item['pages']} pages, {item['mb']} MB) …", flush=True)
         r = run_measured({"mode": "pass", "path": str(item["path"])}, lean_env=True)
         pages = r["pages"]
         with_spaces, _ = _cer(item["truth"], pages)
-        row = {"pages": len(pages), "mb": item["mb"], "peak_rss_mb": round(r["maxrss_mb"]),
+        row = {"pages": len(pages), "mb": item["mb"], "peak_rss_mb": round(r["maxrss_mb"]), "dpi": pages[0]["dpi"],
                "rss_first_mb": round(pages[0]["rss_mb"], 1), "rss_last_mb": round(pages[-1]["rss_mb"], 1),
                "cpu_s_per_page": round(sum(p["cpu_s"] for p in pages) / len(pages), 2),
                "cer": round(100 * with_spaces, 2), "engine": r["summary"]["engine"]}
         figures[name] = row
-        rows.append([name, row["engine"], f"{row['pages']} / {row['mb']} MB", row["peak_rss_mb"],
+        rows.append([name, row["engine"], f"{row['pages']} / {row['mb']} MB", row["dpi"], row["peak_rss_mb"],
                      f"{row['rss_first_mb']} → {row['rss_last_mb']}", row["cpu_s_per_page"], f"{row['cer']:.2f} %"])
-    return _table(["document", "engine", "pages / size", "peak RSS MB", "RSS after page 1 → last",
+    return _table(["document", "engine", "pages / size", "render dpi", "peak RSS MB", "RSS after page 1 → last",
                    "CPU s/page", "CER"], rows), figures
 
 
@@ -552,7 +570,7 @@ def main() -> None:
     # 2. the long scan and the large TIFF: flat memory
     print("long scan and large TIFF …", flush=True)
     table, figures["documents"] = long_scan_table(corpus)
-    report += ["", "## Long scan and large TIFF (default engine)", "", table]
+    report += ["", "## Long scan, large TIFFs and the largest pages (default engine)", "", table]
 
     # 3. the box: 512 MB, a burst of mixed jobs at concurrency 5 and 1
     if os.geteuid() == 0 and not args.no_box:
