@@ -1,19 +1,21 @@
-"""A child's guard against a stalled parent: stop the job before its lease can pass to another worker.
+"""A child's guard: stop the job before its lease can pass to another worker.
 
-The parent renews each running job's lease. While it is stopped (SIGSTOP, a
-debugger, a loop wedged in a call) nobody does, and once the lease has run out
-another worker may claim the job and run it beside this child. So the parent
-writes, every turn of its loop, the moment until which a child may trust it
-(`protocol.encode_keepalive`), and a thread here waits for the next one. When the
+The parent renews each running job's lease every heartbeat. When it cannot (it is
+stopped, its loop is stuck in a call, or it is cut off from a queue that other
+workers still reach), the lease runs out and another worker may claim the job and
+run it beside this child. So after each renewal the parent writes the moment until
+which the lease is surely its own (`protocol.encode_keepalive`; the renewal's send
+time + lease − one heartbeat), and a thread here waits for the next one. When the
 moment passes first, the thread kills every process of the job but this one and
-exits with EXIT_PARENT_SILENT; the parent, when it runs again, records the attempt
-`interrupted` (no attempt used: the job did nothing wrong), unless another worker
-has the job by then, in which case its record is fenced off.
+exits with EXIT_PARENT_SILENT; the parent records the attempt `interrupted` (no
+attempt used: the job did nothing wrong), unless another worker has the job by
+then, in which case its record is fenced off.
 
-A thread, not the fork server, judges the silence so that both start methods get
-the same guard. It needs the GIL only to wake up: a pass that holds the GIL in C
-for seconds delays the stop by that long, which the margin between the last moment
-and the end of the lease covers (supervisor.config: keepalive_s).
+A thread, not the fork server, keeps the guard so that both start methods get the
+same one. It needs the GIL to wake: a pass that holds the GIL in C code delays the
+stop by as long, which the heartbeat of margin before the lease ends covers only
+for holds shorter than a heartbeat (15 s by default). A pass that closes the
+descriptors it inherited gives up its guard; the thread then ends quietly.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import stat
 import threading
 import time
 
@@ -37,21 +40,38 @@ GUARD_STACK_BYTES = 512 * 1024  # thread stacks count towards RLIMIT_DATA; this 
 KILL_ROUNDS = 5  # a process may fork while we kill: go round until none is left
 
 
+def _pipe_identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
+
+
 def wait_for_silence(fd: int) -> bool:
-    """Block until the parent's last moment passes (True) or its end of the pipe closes (False)."""
+    """Block until the last moment read passes (True), or the pipe is no longer there to
+    read (False): the parent closed its end (it is gone; PDEATHSIG or the fork server takes
+    it from here), or a pass closed ours, and the number may since name another file."""
+    ours = _pipe_identity(fd)
     deadline: float | None = None
     leftover = b""
-    while True:
+    while ours is not None:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        readable, _, _ = select.select([fd], [], [], timeout)
-        if not readable:
-            return True
-        data = os.read(fd, 4096)
+        try:
+            readable, _, _ = select.select([fd], [], [], timeout)
+            if _pipe_identity(fd) != ours:
+                return False
+            if not readable:
+                return True
+            data = os.read(fd, 4096)
+        except (OSError, ValueError):
+            return False
         if not data:
-            return False  # the parent is gone; PDEATHSIG (or the fork server) takes it from here
+            return False
         until, leftover = last_keepalive(leftover + data)
         if until is not None:
             deadline = until
+    return False
 
 
 def job_processes(job_id: str, cgroup: str | None) -> set[int]:

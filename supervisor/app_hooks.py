@@ -24,7 +24,9 @@ class ApplicationHooks:
                                    n.webhook_backoff_s, log.log)
             queue.add_final_listener(self._job_final)
         r = cfg.retention
-        self.retention = Retention(queue, r.finished_days, r.dead_days, r.batch, r.interval_s, log.log)
+        # A slice of a heartbeat per batch: the loop that runs it renews the leases.
+        self.retention = Retention(queue, r.finished_days, r.dead_days, r.batch, r.interval_s, log.log,
+                                   budget_s=min(1.0, cfg.queue.heartbeat_s / 4))
 
     def _job_final(self, final: FinalState) -> None:
         if self.webhook is not None:

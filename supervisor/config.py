@@ -371,13 +371,15 @@ class Config:
 
 
 def keepalive_s(lease_s: float, heartbeat_s: float) -> float:
-    """How long a child trusts a silent parent (passes/keepalive.py): lease − 2 heartbeats.
+    """How long after a lease renewal was sent a child may go on without another
+    (passes/keepalive.py): the lease less one heartbeat.
 
-    The last lease renewal before the parent stopped was at most a heartbeat before its
-    last keepalive, so the lease runs at least lease − heartbeat beyond that keepalive;
-    the child stops one more heartbeat before that, a margin for its guard thread to wake
-    and kill. A lease is at least 3 heartbeats (check_across), so this is at least one."""
-    return lease_s - 2 * heartbeat_s
+    The database stamps the renewal after it was sent, so the lease runs at least
+    `lease_s` beyond the send; the child stops a heartbeat before that, a margin for its
+    guard thread to wake and kill. Renewals come every heartbeat, so a healthy child
+    always has at least lease − 2 heartbeats ahead, one heartbeat at the least
+    (a lease is at least 3 heartbeats: check_across)."""
+    return lease_s - heartbeat_s
 
 
 def check_across(cfg: Config) -> None:

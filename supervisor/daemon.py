@@ -94,7 +94,7 @@ class Child:
     first_page_s: float | None = None  # claim → the first page result
     current_pass: str | None = None
     plan: dict[str, Any] | None = None  # the memory plan the child said it runs
-    parent_silent: bool = False  # our loop was silent past its keepalive: it may have stopped itself
+    lease_lapsed: bool = False  # its keepalive moment passed unrenewed: it may have stopped itself
     data_limit_mb: float | None = None  # its RLIMIT_DATA, as the child reported it
 
 
@@ -116,7 +116,7 @@ class Supervisor:
         self.workdirs = WorkDirs(config.workers.work_dir, self.worker_name)
         self.cgroups = JobCgroups(self.worker_name)
         self.children: dict[str, Child] = {}  # by job id
-        self.keepalive = Keepalive(config.keepalive_s, every_s=min(1.0, config.queue.heartbeat_s / 4))
+        self.keepalive = Keepalive(config.keepalive_s)
         self.by_pid: dict[int, Child] = {}
         self.outbox = Outbox(self._queue_unavailable, self._queue_refused)
         self.pending_signals: list[int] = []
@@ -248,7 +248,7 @@ class Supervisor:
         if only is None and not self.stopping:
             self._claim(now, drain)
         self._wait(self._timeout(time.monotonic(), drain))
-        self._keep_alive(time.monotonic())  # before any reap: a silence may explain an exit
+        self._note_lapsed_leases(time.monotonic())  # before any reap: a lapse may explain an exit
         self._read_events()
         self._take_launcher_reports()
         now = time.monotonic()
@@ -331,9 +331,6 @@ class Supervisor:
 
     def _timeout(self, now: float, drain: bool) -> float:
         moments = [self.next_sample, self.next_heartbeat]
-        keepalive_at = self.keepalive.next_at()
-        if keepalive_at is not None:
-            moments.append(keepalive_at)
         if self.outbox:  # nothing is claimed while writes wait: the outbox's retry is the next moment
             moments.append(self.outbox.retry_at)
         elif not self.stopping and len(self.children) < self.cfg.workers.concurrency:
@@ -509,7 +506,7 @@ class Supervisor:
                 self._replace_launcher(str(exc))
             return
         now = time.monotonic()
-        self.keepalive.add(job.id, pipes.keepalive, now)
+        self.keepalive.add(job.id, pipes.keepalive, renewed_at=claimed_at)
         # The timeout counts from the claim: a start that hangs is part of the job's time.
         child = Child(job=job, events=EventReader(pipes.events), claimed_at=claimed_at, started_at=now,
                       deadline=claimed_at + self.cfg.workers.job_timeout_s, meter=MemoryMeter.started_at(now),
@@ -654,7 +651,7 @@ class Supervisor:
         disk_full = self.workdirs.full() if child.failure and child.failure.get("no_space") else None
         end = classify(Ending(status, child.result, child.failure, child.stop_outcome, child.stop_message,
                               no_status_reason, meter.peak_uss_mb if meter.uss_known else None, meter.peak_rss_mb,
-                              child.last_page, child.plan, child.parent_silent, self.cfg.keepalive_s,
+                              child.last_page, child.plan, child.lease_lapsed, self.cfg.keepalive_s,
                               disk_full),
                        self.cfg.memory.job_limit_mb, child.data_limit_mb or self.kernel_limit_mb)
         end.error, end.traceback = redact(end.error or "") or None, redact(end.traceback or "") or None  # stored, shown
@@ -729,15 +726,16 @@ class Supervisor:
         self.metrics.children_mb.set(sum(c.meter.uss_mb for c, _ in measured))
 
     # -- leases ----------------------------------------------------------
-    def _keep_alive(self, now: float) -> None:
-        """Tell the children we are here; say so when we were not (passes/keepalive.py)."""
-        lapsed = self.keepalive.tick(now)
+    def _note_lapsed_leases(self, now: float) -> None:
+        """Children whose lease we could not renew in time stop themselves (passes/keepalive.py): say so."""
+        lapsed = self.keepalive.lapsed(now)
         for job_id in lapsed:
-            self.children[job_id].parent_silent = True
+            self.children[job_id].lease_lapsed = True
         if lapsed:
-            self.log.warning("supervisor_was_silent", keepalive_s=self.cfg.keepalive_s, jobs=lapsed,
-                             reason="this loop did not turn within the keepalive (the process was stopped or "
-                                    "a call blocked); these jobs may have stopped themselves to free their lease")
+            self.log.warning("lease_renewal_late", jobs=lapsed, after_s=self.cfg.keepalive_s,
+                             reason="no lease renewal within lease_s - heartbeat_s (this worker was stopped, its loop "
+                                    "stuck in a call, or the queue out of reach): these jobs stop themselves before their "
+                                    "lease can pass to another worker")
 
     def _heartbeat(self, now: float) -> None:
         self.next_heartbeat = now + self.cfg.queue.heartbeat_s
@@ -745,12 +743,15 @@ class Supervisor:
         # Every child holds its lease until it is reaped, those being stopped too: a lease that
         # lapsed while a child took its grace to die would let another worker run the job beside it.
         progress = {c.job.id: (c.done, c.total, c.meter.peak_mb) for c in self.children.values()}
+        sent = time.monotonic()  # before the database stamps the renewal: what a child may trust
         try:
             to_stop = self.queue.heartbeat(self.worker_id, progress, self.cfg.queue.lease_s)
+            self.keepalive.renewed(set(progress) - to_stop, sent)
             self._stop_unowned(to_stop, now)  # before anything else: another worker may be running them
             if not self.queue.worker_seen(self.worker_id, len(self.children), self.cfg.queue.lease_s):
                 self._register()  # forgotten while we were cut off for longer than a lease
-            for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self._seen_for(now)):
+            for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self._seen_for(now),
+                                                     except_worker=self.worker_id):
                 self.log.warning("lease_reclaimed", job_id=job_id, document=self._document_of(job_id), outcome="lost")
                 self.metrics.reclaimed.inc()
                 self.claim_wanted = True

@@ -1,17 +1,24 @@
-"""The parent's side of the keepalive: tell each child, every turn, how long to trust us.
+"""The parent's side of the keepalive: tell each child how long its job's lease is surely ours.
 
-A child stops its job when the last moment we wrote passes (passes/keepalive.py), so
-a supervisor that is stopped or wedged cannot leave a job running after its lease is
-gone. This class writes those moments and remembers the last one per child: when the
-loop finds one already past, its own silence may have made that child stop itself,
-which is how a child's exit with EXIT_PARENT_SILENT is told from a pass that merely
-exits with the same code.
+A child stops its job when the last moment we wrote passes (passes/keepalive.py). The
+moment is tied to the lease, not to this loop: it is when the lease was last renewed
+(the renewal's send time, which is before the database stamped it) plus
+`trust_s` = lease − one heartbeat. So a worker that is stopped, whose loop is stuck in
+a call, or that is cut off from the queue while other workers still reach it, cannot
+leave a job running after its lease could have passed to another worker.
+
+The class remembers the last moment per child: a child whose moment passed may have
+stopped itself, and the loop says so once per lapse; that is how a child's exit with
+EXIT_PARENT_SILENT is told from a pass that merely exits with the same code. A child
+that closed its end of the pipe (a pass that closes inherited descriptors) is
+unguarded: it is named once and written to no more.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Iterable
 
 from .protocol import encode_keepalive
 
@@ -19,42 +26,47 @@ from .protocol import encode_keepalive
 @dataclass
 class _Pipe:
     fd: int
-    until: float  # the last moment written
+    until: float = 0.0  # the last moment the child was sent
+    lapse_reported: bool = False
+    closed_by_child: bool = False
 
 
 class Keepalive:
-    def __init__(self, keepalive_s: float, every_s: float) -> None:
-        self.keepalive_s = keepalive_s
-        self.every_s = every_s
+    def __init__(self, trust_s: float) -> None:
+        self.trust_s = trust_s
         self._pipes: dict[str, _Pipe] = {}  # by job id
-        self._next_write = 0.0
 
-    def add(self, job_id: str, fd: int, now: float) -> None:
-        self._pipes[job_id] = _Pipe(fd, 0.0)
-        self._write(self._pipes[job_id], now)
+    def add(self, job_id: str, fd: int, renewed_at: float) -> None:
+        """A new child whose lease was taken at `renewed_at` (monotonic)."""
+        self._pipes[job_id] = _Pipe(fd)
+        self.renewed([job_id], renewed_at)
+
+    def renewed(self, job_ids: Iterable[str], sent_at: float) -> None:
+        """These leases were renewed by a heartbeat sent at `sent_at` (monotonic)."""
+        for job_id in job_ids:
+            pipe = self._pipes.get(job_id)
+            if pipe is None or pipe.closed_by_child:
+                continue
+            until = sent_at + self.trust_s
+            try:
+                os.write(pipe.fd, encode_keepalive(until))
+            except BlockingIOError:
+                continue  # its guard is not reading: it holds older moments, and stops at those
+            except BrokenPipeError:
+                pipe.closed_by_child = True
+                continue
+            pipe.until, pipe.lapse_reported = until, False
+
+    def lapsed(self, now: float) -> list[str]:
+        """Jobs whose last moment passed since the last call: their child may have stopped itself."""
+        found = []
+        for job_id, pipe in self._pipes.items():
+            if now >= pipe.until and not pipe.lapse_reported and not pipe.closed_by_child:
+                pipe.lapse_reported = True
+                found.append(job_id)
+        return found
 
     def remove(self, job_id: str) -> None:
         pipe = self._pipes.pop(job_id, None)
         if pipe is not None:
             os.close(pipe.fd)
-
-    def tick(self, now: float) -> list[str]:
-        """Write a new moment to every child when one is due. Returns the jobs whose last
-        moment had passed before this turn: their child may have stopped itself."""
-        lapsed = [job_id for job_id, pipe in self._pipes.items() if now >= pipe.until]
-        if lapsed or now >= self._next_write:
-            for pipe in self._pipes.values():
-                self._write(pipe, now)
-            self._next_write = now + self.every_s
-        return lapsed
-
-    def next_at(self) -> float | None:
-        return self._next_write if self._pipes else None
-
-    def _write(self, pipe: _Pipe, now: float) -> None:
-        until = now + self.keepalive_s
-        try:
-            os.write(pipe.fd, encode_keepalive(until))
-        except (BlockingIOError, BrokenPipeError):
-            return  # a child too busy to read has thousands of moments queued; a gone one needs none
-        pipe.until = until

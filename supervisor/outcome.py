@@ -46,7 +46,7 @@ class Ending:
     peak_rss_mb: float = 0.0
     last_page: int | None = None
     plan: dict[str, Any] | None = None  # the memory plan the child said it runs (the ocr pass's)
-    parent_silent: bool = False  # the supervisor's loop was silent past the child's keepalive
+    lease_lapsed: bool = False  # its lease went unrenewed past the child's keepalive moment
     keepalive_s: float = 0.0
     disk_full: str | None = None  # the work directories' disk still full once the job's own files are gone
 
@@ -62,10 +62,10 @@ def classify(ending: Ending, job_limit_mb: float, kernel_limit_mb: float) -> Att
         end.outcome, end.result = "succeeded", ending.result
     elif ending.stop_outcome is not None:
         end.outcome, end.error = ending.stop_outcome, ending.stop_message
-    elif ending.parent_silent and exit_code == EXIT_PARENT_SILENT:  # a pass exiting 75 alone is a crash
+    elif ending.lease_lapsed and exit_code == EXIT_PARENT_SILENT:  # a pass exiting 75 alone is a crash
         end.outcome = "interrupted"
-        end.error = (f"stopped itself: the supervisor was silent for more than {ending.keepalive_s:g} s "
-                     "(stopped, or a call blocked its loop), after which its lease could pass to another worker")
+        end.error = (f"stopped itself: its lease had gone {ending.keepalive_s:g} s without renewal (the worker was "
+                     "stopped, its loop stuck in a call, or the queue out of reach), and could soon pass to another worker")
     elif ending.failure is not None:
         end.outcome = ending.failure.get("outcome", "error")
         end.error = ending.failure.get("message")

@@ -5,7 +5,9 @@ Succeeded and cancelled jobs go after `retention.finished_days`, dead ones after
 look at); 0 keeps them forever. A job's attempts and pages go with it. The daemon
 deletes in batches of `retention.batch`, one batch per `retention.interval_s` (sooner
 while a backlog remains), and a batch only ever locks finished rows, which no claim
-touches: claims never wait on it.
+touches: claims never wait on it. A batch runs on the supervisor's loop, which must
+keep renewing leases, so batches that take longer than a slice of a heartbeat get
+smaller (`next_batch_size`), and a backlog takes at most half the loop's time.
 """
 
 from __future__ import annotations
@@ -70,15 +72,27 @@ def cli_cutoffs(now: float, finished_before: str | None, dead_before: str | None
         now - parse_age(dead_before) if dead_before is not None else configured.dead_before)
 
 
+def next_batch_size(current: int, configured: int, took_s: float, budget_s: float) -> int:
+    """Halve a batch that took longer than its time budget; grow one that took under a
+    quarter of it back towards the configured size."""
+    if took_s > budget_s:
+        return max(1, current // 2)
+    if took_s < budget_s / 4:
+        return min(configured, current * 2)
+    return current
+
+
 class Retention:
     """The daemon's side: one small purge batch when one is due."""
 
     def __init__(self, queue: Queue, finished_days: float, dead_days: float, batch: int, interval_s: float,
-                 log: Callable[..., None], clock: Callable[[], float] = time.time) -> None:
+                 log: Callable[..., None], clock: Callable[[], float] = time.time, budget_s: float = 0.5) -> None:
         self.queue = queue
         self.finished_days = finished_days
         self.dead_days = dead_days
         self.batch = batch
+        self.size = batch  # this batch's size: smaller while batches take longer than budget_s
+        self.budget_s = budget_s
         self.interval_s = interval_s
         self._log = log
         self._clock = clock
@@ -92,15 +106,19 @@ class Retention:
         if not limits.anything:
             self._next_at = float("inf")
             return 0
+        started, size = time.monotonic(), self.size
         try:
-            deleted = self.queue.purge(limits.finished_before, limits.dead_before, self.batch)
+            deleted = self.queue.purge(limits.finished_before, limits.dead_before, size)
         except QueueError as exc:
             self._log("warning", "queue_unavailable", action="purge", error=str(exc))
             self._next_at = now + self.interval_s
             return 0
+        took = time.monotonic() - started
+        self.size = next_batch_size(size, self.batch, took, self.budget_s)
         total = sum(deleted.values())
-        # A full batch means more are waiting: the next one at the next tick, not an interval later.
-        self._next_at = now + (0.0 if total >= self.batch else self.interval_s)
+        # A full batch means more are waiting: the next one after as long again (half the loop's time
+        # at most), not an interval later.
+        self._next_at = now + (took if total >= size else self.interval_s)
         if total:
             self._log("info", "jobs_purged", **deleted)
         return total

@@ -562,6 +562,19 @@ def test_reclaim_only_leases_that_expired_recently_when_asked(queue: Queue) -> N
     assert queue.reclaim_expired(0, expired_within_s=30) == [job.id]
 
 
+def test_a_worker_never_reclaims_its_own_expired_lease(queue: Queue) -> None:
+    # Back from a stall, a worker finishes its own jobs itself: reclaiming them would use an attempt.
+    job = claimed_job(queue, "w1", lease_s=0.05)
+    time.sleep(0.15)
+    assert queue.reclaim_expired(0, except_worker="w1") == []
+    assert queue.finish(job.id, "w1", AttemptEnd("interrupted"), 0) == "queued"
+    [attempt] = queue.attempts(job.id)
+    assert (attempt.outcome, attempt.counted) == ("interrupted", False)
+    [again] = queue.claim("w1", 1, 0.05)  # back at once: the interruption used no attempt
+    time.sleep(0.15)
+    assert queue.reclaim_expired(0, except_worker="w2") == [again.id] == [job.id]  # another's: reclaimed
+
+
 def test_reclaim_at_max_attempts_is_dead(queue: Queue) -> None:
     job = claimed_job(queue, lease_s=0.05, max_attempts=1)
     time.sleep(0.15)

@@ -282,12 +282,14 @@ class Queue(abc.ABC):
         lease (the job was reclaimed or finished elsewhere): nothing is written then."""
 
     @abc.abstractmethod
-    def reclaim_expired(self, retry_delay_s: float, expired_within_s: float | None = None) -> list[str]:
+    def reclaim_expired(self, retry_delay_s: float, expired_within_s: float | None = None,
+                        except_worker: str | None = None) -> list[str]:
         """Close every expired lease's attempt as `lost` and requeue or dead-letter the job.
 
         With `expired_within_s`, only leases that expired within that many seconds: a worker
         back from an outage reclaims only what it saw expire (the others get a whole lease
-        to come back too)."""
+        to come back too). `except_worker` leaves that worker's leases alone: a worker never
+        reclaims its own, whose jobs it is still finishing itself (after a stall, say)."""
 
     @abc.abstractmethod
     def register_worker(self, info: WorkerInfo) -> None:

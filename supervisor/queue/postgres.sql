@@ -221,10 +221,11 @@ SELECT outcome FROM {s}.attempts WHERE job_id = %(id)s AND number = %(number)s A
 -- lock_expired_leases --
 -- SKIP LOCKED: a row locked right now is being finished or renewed by its owner, so
 -- it is not abandoned; and two hosts reclaiming at once split the work.
--- within_s: only leases that expired that recently (NULL: any).
+-- within_s: only leases that expired that recently (NULL: any); worker: whose leases to leave alone.
 SELECT id, lease_owner FROM {s}.jobs
 WHERE status = 'running' AND lease_expires_at < now()
   AND (%(within_s)s::float8 IS NULL OR lease_expires_at >= now() - make_interval(secs => %(within_s)s::float8))
+  AND (%(worker)s::text IS NULL OR lease_owner IS DISTINCT FROM %(worker)s::text)
 ORDER BY id FOR UPDATE SKIP LOCKED
 
 -- upsert_worker --

@@ -187,9 +187,10 @@ RETURNING attempts, progress_done
 SELECT outcome FROM attempts WHERE job_id = :id AND number = :number AND worker = :worker
 
 -- lock_expired_leases --
--- within_s: only leases that expired that recently (NULL: any).
+-- within_s: only leases that expired that recently (NULL: any); worker: whose leases to leave alone.
 SELECT id, lease_owner FROM jobs WHERE status = 'running' AND lease_expires_at < :now
-  AND (:within_s IS NULL OR lease_expires_at >= :now - :within_s) ORDER BY id
+  AND (:within_s IS NULL OR lease_expires_at >= :now - :within_s)
+  AND (:worker IS NULL OR lease_owner IS NOT :worker) ORDER BY id
 
 -- count_jobs_among --
 SELECT count(*) AS n FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))

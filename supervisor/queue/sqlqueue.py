@@ -385,9 +385,10 @@ class SQLQueue(Queue):
                plan=None if end.plan is None else self._json(end.plan), now=time.time())
         return str(self._lock(tx, job_id)["status"])
 
-    def reclaim_expired(self, retry_delay_s: float, expired_within_s: float | None = None) -> list[str]:
+    def reclaim_expired(self, retry_delay_s: float, expired_within_s: float | None = None,
+                        except_worker: str | None = None) -> list[str]:
         def reclaim(tx: Tx) -> list[str]:
-            rows = tx.all("lock_expired_leases", now=time.time(), within_s=expired_within_s)
+            rows = tx.all("lock_expired_leases", now=time.time(), within_s=expired_within_s, worker=except_worker)
             for row in rows:
                 self._close_attempt(tx, row["id"], AttemptEnd("lost", error=rules.lost_error(row["lease_owner"])),
                                     retry_delay_s)

@@ -7,6 +7,7 @@ tests/test_stalled_parent.py.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -29,9 +30,9 @@ def pipe() -> Iterator[tuple[int, int]]:
             pass
 
 
-@pytest.mark.parametrize("lease_s, heartbeat_s, expected", [(60, 15, 30), (3, 1, 1), (8, 2, 4)])
-def test_a_child_trusts_a_silent_parent_for_the_lease_less_two_heartbeats(lease_s, heartbeat_s, expected):
-    # The lease outlives the last keepalive by at least lease − heartbeat: one heartbeat of margin is left.
+@pytest.mark.parametrize("lease_s, heartbeat_s, expected", [(60, 15, 45), (3, 1, 2), (8, 2, 6)])
+def test_a_child_trusts_a_renewal_for_the_lease_less_one_heartbeat(lease_s, heartbeat_s, expected):
+    # The database stamps a renewal after it is sent: the lease outlives the moment by a heartbeat at least.
     assert keepalive_s(lease_s, heartbeat_s) == expected
 
 
@@ -44,24 +45,31 @@ def test_the_newest_whole_record_wins_and_a_partial_one_is_kept():
     assert KEEPALIVE_BYTES == 8
 
 
-def test_the_parent_writes_on_add_and_when_due_and_reports_lapsed_children(pipe):
+def test_the_parent_writes_each_renewal_and_reports_a_lapse_once(pipe):
     read_fd, write_fd = pipe
-    keepalive = Keepalive(keepalive_s=4.0, every_s=1.0)
-    keepalive.add("job", write_fd, now=100.0)
-    assert last_keepalive(os.read(read_fd, 64))[0] == 104.0
-    assert keepalive.tick(100.5) == []
-    assert last_keepalive(os.read(read_fd, 64))[0] == 104.5
-    assert keepalive.next_at() == 101.5
-    assert keepalive.tick(101.0) == []  # not due: nothing written
-    os.set_blocking(read_fd, False)
-    with pytest.raises(BlockingIOError):
-        os.read(read_fd, 64)
-    assert keepalive.tick(106.0) == ["job"]  # silent past 105: the child may have stopped itself
-    assert last_keepalive(os.read(read_fd, 64))[0] == 110.0
+    keepalive = Keepalive(trust_s=6.0)
+    keepalive.add("job", write_fd, renewed_at=100.0)
+    assert last_keepalive(os.read(read_fd, 64))[0] == 106.0
+    assert keepalive.lapsed(105.9) == []
+    keepalive.renewed(["job", "not ours"], sent_at=102.0)
+    assert last_keepalive(os.read(read_fd, 64))[0] == 108.0
+    assert keepalive.lapsed(107.0) == []
+    assert keepalive.lapsed(108.5) == ["job"]  # no renewal in time: the child may have stopped itself
+    assert keepalive.lapsed(109.0) == []  # said once per lapse
+    keepalive.renewed(["job"], sent_at=109.0)
+    assert keepalive.lapsed(115.5) == ["job"]
     keepalive.remove("job")
-    assert keepalive.next_at() is None
     with pytest.raises(OSError):
         os.fstat(write_fd)
+
+
+def test_a_child_that_closed_its_end_is_written_to_no_more_and_never_reported(pipe):
+    read_fd, write_fd = pipe
+    keepalive = Keepalive(trust_s=6.0)
+    keepalive.add("job", write_fd, renewed_at=100.0)
+    os.close(read_fd)  # the child exited, or a pass closed the descriptors it inherited
+    keepalive.renewed(["job"], sent_at=103.0)  # EPIPE, quietly
+    assert keepalive.lapsed(200.0) == []
 
 
 def test_the_child_waits_while_moments_come_and_returns_when_the_last_passes(pipe):
@@ -77,3 +85,21 @@ def test_the_child_stops_guarding_when_the_parent_closes_its_end(pipe):
     os.write(write_fd, encode_keepalive(time.monotonic() + 60))
     os.close(write_fd)
     assert wait_for_silence(read_fd) is False
+
+
+def test_the_child_gives_up_quietly_when_a_pass_closes_the_pipe_and_reuses_its_number(pipe):
+    read_fd, write_fd = pipe
+    os.write(write_fd, encode_keepalive(time.monotonic() + 0.3))
+    outcome: list[bool] = []
+    guard = threading.Thread(target=lambda: outcome.append(wait_for_silence(read_fd)))
+    guard.start()
+    os.close(read_fd)
+    theirs = os.pipe()  # the pass's own pipe gets the lowest free number: the one ours had
+    try:
+        assert read_fd in theirs
+        guard.join(timeout=10)
+        # Waiting on the pass's pipe, it would have found no moment in time and stopped a healthy job.
+        assert outcome == [False]
+    finally:
+        for fd in theirs:
+            os.close(fd)

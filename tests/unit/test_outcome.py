@@ -103,9 +103,9 @@ def test_peak_uss_is_empty_when_never_read():
 
 
 def test_a_child_that_stopped_itself_while_the_parent_was_silent_is_interrupted():
-    end = classify(Ending(exited(EXIT_PARENT_SILENT), parent_silent=True, keepalive_s=30), CAP, KERNEL)
+    end = classify(Ending(exited(EXIT_PARENT_SILENT), lease_lapsed=True, keepalive_s=30), CAP, KERNEL)
     assert end.outcome == "interrupted"
-    assert "silent for more than 30 s" in (end.error or "")
+    assert "gone 30 s without renewal" in (end.error or "")
 
 
 def test_exit_75_without_a_silent_parent_is_a_crash_not_a_free_retry():
@@ -114,8 +114,8 @@ def test_exit_75_without_a_silent_parent_is_a_crash_not_a_free_retry():
 
 
 @pytest.mark.parametrize("ending, outcome", [
-    (Ending(exited(0), result={}, parent_silent=True), "succeeded"),
-    (Ending(exited(EXIT_PARENT_SILENT), stop_outcome="lost", stop_message="taken", parent_silent=True), "lost"),
+    (Ending(exited(0), result={}, lease_lapsed=True), "succeeded"),
+    (Ending(exited(EXIT_PARENT_SILENT), stop_outcome="lost", stop_message="taken", lease_lapsed=True), "lost"),
 ])
 def test_a_result_or_a_lost_lease_beats_the_parents_silence(ending: Ending, outcome: str):
     assert classify(ending, CAP, KERNEL).outcome == outcome

@@ -67,3 +67,14 @@ def test_purge_options_win_over_the_config_kind_by_kind() -> None:
     assert (limits.finished_before, limits.dead_before) == (None, now - 7200)
     with pytest.raises(ValueError):
         retention.cli_cutoffs(now, "soon", None, 30, 90)
+
+
+@pytest.mark.parametrize("current, took_s, expected", [
+    (500, 2.0, 250),  # over its budget: halved
+    (1, 2.0, 1),  # never below one job
+    (250, 0.05, 500),  # well under: back towards the configured size
+    (500, 0.01, 500),  # never above it
+    (250, 0.3, 250),  # in between: kept
+])
+def test_a_purge_batch_shrinks_when_it_holds_the_loop_too_long(current: int, took_s: float, expected: int) -> None:
+    assert retention.next_batch_size(current, 500, took_s, budget_s=0.5) == expected
