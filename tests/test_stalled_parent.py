@@ -10,10 +10,13 @@ attempts, even when the lease ran out meanwhile and nobody else took the job.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -120,3 +123,87 @@ def test_a_second_worker_never_runs_a_job_beside_the_stopped_workers_child(stall
         stop_daemon(first)
         if second is not None:
             stop_daemon(second)
+
+
+class CuttableProxy:
+    """A TCP relay on 127.0.0.1 to the test PostgreSQL, which the test can cut: one worker's
+    way to the database goes through it, so that worker alone loses the queue."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()  # a connection accepted while cut() runs is closed, not relayed
+        self.cut_off = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(self.target)
+            except OSError:
+                return
+            with self.lock:
+                self.sockets += [client, server]
+                if self.cut_off:
+                    self._close_all()
+                    return
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        with self.lock:
+            self.cut_off = True
+            self.listener.close()
+            self._close_all()
+
+    def _close_all(self) -> None:
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def test_a_worker_cut_off_from_the_queue_stops_its_job_before_another_worker_takes_it(postgres_spec, tmp_path: Path):
+    """The first worker's loop keeps turning, but it can renew nothing: its child must stop
+    before the second worker, which still reaches the database, reclaims the job."""
+    url = urlsplit(postgres_spec.url)
+    proxy = CuttableProxy((url.hostname or "127.0.0.1", url.port or 5432))
+    timings = {"DOCSUPER_QUEUE_LEASE_S": str(LEASE_S), "DOCSUPER_QUEUE_HEARTBEAT_S": str(HEARTBEAT_S),
+               "DOCSUPER_QUEUE_SCHEMA": postgres_spec.schema, "DOCSUPER_LOG_LEVEL": "info"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cut_off = Env(tmp_path / "a", url=url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}").geturl(), **timings)
+    reaching = Env(tmp_path / "b", url=postgres_spec.url, **timings)
+    tick_file = tmp_path / "ticks"
+    [job_id] = reaching.submit("sleep", sleep_s=3600, tick_file=str(tick_file))
+    first = start_ready(cut_off)
+    second = None
+    try:
+        wait_for(lambda: tick_file.exists() and tick_file.read_text(), what="the first run to tick")
+        second = start_ready(reaching)
+        proxy.cut()
+        runs = wait_for(lambda: len(ticks := ticks_by_pid(tick_file)) >= 2 and min(map(len, ticks.values())) >= 10
+                        and ticks, timeout=LEASE_S + 30, what="the second worker to run the job (cut off)")
+        first_run, second_run = sorted(runs.values(), key=min)
+        assert max(first_run) < min(second_run), f"both ran at once for {max(first_run) - min(second_run):.2f} s"
+        assert first.poll() is None  # it goes on, waiting for its queue to come back
+    finally:
+        proxy.cut()
+        stop_daemon(first)
+        if second is not None:
+            stop_daemon(second)
+    out, _ = first.communicate()
+    assert [r["jobs"] for r in parse_log(out) if r["event"] == "lease_renewal_late"] == [[job_id]]
