@@ -7,7 +7,9 @@
 Jobs: OCR of small scans, no-ops, paged jobs, memory bombs, timeouts, jobs that leave
 grandchildren behind, crashes, failures, and operator cancels. Faults, at random
 times: SIGKILL of a job's child; SIGKILL of the parent, then a restart; SIGSTOP of
-the fork server for a few seconds, then SIGCONT; on PostgreSQL, a restart of the
+the fork server for a few seconds, then SIGCONT; SIGSTOP of the parent for 2-10 s
+(its jobs stop themselves once their lease goes lease - heartbeat = 5 s without
+renewal, and it must record them without using an attempt), then SIGCONT; on PostgreSQL, a restart of the
 server and terminated backends; on SQLite, a full disk: the queue file and the work
 directory root live on a small tmpfs the soak mounts (--disk-mb; root only), which a
 filler file takes to its last byte for a few seconds, then gives back. Everything
@@ -62,8 +64,9 @@ from docsuper.supervisor.queue.base import NewJob, Queue, QueueError, open_queue
 
 CLI = [sys.executable, "-m", "docsuper.supervisor.cli"]
 JOB_TIMEOUT_S = 6.0
-FAULTS = ("kill_child", "kill_parent", "stop_fork_server", "cancel", "restart_database", "terminate_backends",
-          "fill_disk")
+FAULTS = ("kill_child", "kill_parent", "stop_fork_server", "stop_parent", "cancel", "restart_database",
+          "terminate_backends", "fill_disk")
+STOP_PARENT_S = (2.0, 10.0)  # shorter than the keepalive (5 s), between it and the lease (6 s), and past both
 FULL_DISK_S = (2.0, 8.0)  # how long a full disk lasts
 RESTART_S = 2.0  # systemd's RestartSec in deploy/docsuper.service
 RECOVERY_S = 60.0  # after space comes back, a job must have finished within this
@@ -291,7 +294,7 @@ class Soak:
         return None
 
     def inject(self) -> None:
-        faults = ["kill_child", "kill_parent", "stop_fork_server", "cancel"]
+        faults = ["kill_child", "kill_parent", "stop_fork_server", "stop_parent", "cancel"]
         if self.cluster is not None:
             faults += ["restart_database", "terminate_backends"]
         if self.disk is not None:
@@ -321,6 +324,13 @@ class Soak:
                 server.resume()
             except psutil.Error:
                 pass  # replaced (killed) meanwhile, as it should be after 5 s
+        elif fault == "stop_parent":
+            pid = self.parent_pid()
+            if pid is None:
+                return
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(self.rng.uniform(*STOP_PARENT_S))  # how long it stays stopped: the fault itself
+            os.kill(pid, signal.SIGCONT)
         elif fault == "fill_disk":
             if self.full is not None:
                 return  # already full
