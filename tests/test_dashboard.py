@@ -142,3 +142,24 @@ def test_the_token_is_a_secret_docsuper_config_never_prints(env: Env):
     env.set(DOCSUPER_HTTP_TOKEN="dashboard-s3cret-9")
     shown = env.cli("config").stdout
     assert "http.token" in shown and "dashboard-s3cret-9" not in shown
+
+
+def test_without_a_token_a_request_forwarded_by_a_proxy_is_refused(env: Env):
+    """A reverse proxy on the same host makes every client 127.0.0.1; its headers give it away."""
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    env.set(PORT=str(port), DOCSUPER_HTTP_HOST="127.0.0.1")
+    daemon = env.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get(f"{base}/healthz")[0] == 200, what="/healthz")
+        assert get(f"{base}/api/live")[0] == 200
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            request = urllib.request.Request(f"{base}/api/live", headers={header: "203.0.113.7"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 403 and b"proxy" in refused.value.read()
+    finally:
+        stop_daemon(daemon)

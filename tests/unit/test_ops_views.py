@@ -28,6 +28,9 @@ def test_dashboard_access_needs_the_token_when_one_is_set_else_loopback_only():
     assert access("203.0.113.7", "s3cret", "s3cret") == (200, "")
     assert access("127.0.0.1", "s3cret", None)[0] == 401  # a token, once set, binds everyone
     assert access("127.0.0.1", "s3cret", "wrong")[0] == 401
+    # A proxy on the same host makes every client look like 127.0.0.1: without a token, refused.
+    assert access("127.0.0.1", "", None, via_proxy=True)[0] == 403
+    assert access("127.0.0.1", "s3cret", "s3cret", via_proxy=True) == (200, "")
     assert not is_loopback("localhost")  # a name is not an address
 
 
