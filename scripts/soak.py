@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -68,6 +69,7 @@ FAULTS = ("kill_child", "kill_parent", "stop_fork_server", "stop_parent", "cance
           "terminate_backends", "fill_disk")
 STOP_PARENT_S = (2.0, 10.0)  # shorter than the keepalive (5 s), between it and the lease (6 s), and past both
 FULL_DISK_S = (2.0, 8.0)  # how long a full disk lasts
+TOP_UP_S = 0.01  # while it lasts, space anyone frees is taken again this soon
 RESTART_S = 2.0  # systemd's RestartSec in deploy/docsuper.service
 RECOVERY_S = 60.0  # after space comes back, a job must have finished within this
 # What an attempt's error says when the disk, not the job, made it fail.
@@ -106,6 +108,20 @@ class FullDisk:
         self.finished_before: int | None = None  # jobs in a final state when space came back
         self.recovered_s: float | None = None  # from space back to the next job finished
         self.problem: str | None = None
+        self.stop = threading.Event()
+        self.holder = threading.Thread(target=self.hold, daemon=True)
+
+    def hold(self) -> None:
+        """Keep the disk full: space a reaped job or a checkpoint gives back is taken again at
+        once, so a job started into it finds no room (a top-up every half second let one write
+        most of its 5 MB into a gap, fail, and count that attempt as its own)."""
+        while not self.stop.wait(TOP_UP_S):
+            fill(self.filler)
+
+    def release(self) -> None:
+        self.stop.set()
+        self.holder.join()
+        self.filler.unlink()
 
     def refused(self, moments: list[float]) -> bool:
         """Whether one of these log moments (a daemon saying the queue refused writes) falls in it."""
@@ -361,22 +377,20 @@ class Soak:
         episode = FullDisk(len(self.episodes) + 1, self.disk / "filler",
                            time.monotonic() + self.rng.uniform(*FULL_DISK_S))
         fill(episode.filler)
+        episode.holder.start()
         self.full = episode
         self.episodes.append(episode)
 
     def full_disk_turn(self, finished: int | None) -> None:
-        """Keep the disk full while the episode lasts (space a job or the queue gives back is
-        taken again), end it when due, then watch for the daemon's first finished job."""
+        """End the episode when due (its holder keeps the disk full until then), then watch for
+        the daemon's first finished job after it."""
         now = time.monotonic()
         if self.full is None:
             self.disk_peak_mb = max(self.disk_peak_mb, self.disk_used_mb())
-        else:
-            if now < self.full.until:
-                fill(self.full.filler)
-            else:
-                self.full.filler.unlink()
-                self.full.released_at = now
-                self.full = None
+        elif now >= self.full.until:
+            self.full.release()
+            self.full.released_at = now
+            self.full = None
         for episode in self.episodes:
             if episode.released_at is None or episode.recovered_s is not None or episode.problem:
                 continue
@@ -591,13 +605,19 @@ class Soak:
 
     def close(self) -> None:
         """Everything the soak made goes, whatever failed before (each step on its own)."""
-        steps = [self.kill_daemon, lambda: self.cluster.remove() if self.cluster is not None else None,
+        steps = [self.release_disk, self.kill_daemon, lambda: self.cluster.remove() if self.cluster is not None else None,
                  self.unmount_disk, lambda: self.cgroup.remove() if self.cgroup is not None else None]
         for step in steps:
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - the next clean-up step must still run
                 print(f"soak: clean-up step failed: {exc}", file=sys.stderr)
+
+    def release_disk(self) -> None:
+        if self.full is not None:
+            self.full.stop.set()
+            self.full.holder.join()
+            self.full = None
 
     def kill_daemon(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:
