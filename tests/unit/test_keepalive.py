@@ -6,7 +6,10 @@ tests/test_stalled_parent.py.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -87,16 +90,24 @@ def test_the_child_stops_guarding_when_the_parent_closes_its_end(pipe):
     assert wait_for_silence(read_fd) is False
 
 
+def pending_bytes(fd: int) -> int:
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
+
+
 def test_the_child_gives_up_quietly_when_a_pass_closes_the_pipe_and_reuses_its_number(pipe):
     read_fd, write_fd = pipe
-    os.write(write_fd, encode_keepalive(time.monotonic() + 0.3))
+    os.write(write_fd, encode_keepalive(time.monotonic() + 2.0))
     outcome: list[bool] = []
     guard = threading.Thread(target=lambda: outcome.append(wait_for_silence(read_fd)))
     guard.start()
-    os.close(read_fd)
-    theirs = os.pipe()  # the pass's own pipe gets the lowest free number: the one ours had
+    started = time.monotonic()
+    while pending_bytes(read_fd) and time.monotonic() - started < 10:  # the guard has taken our pipe's moment
+        time.sleep(0.005)
+    theirs = os.pipe()
+    os.dup2(theirs[0], read_fd)  # our number now names the pass's own pipe, as after close() and pipe()
     try:
-        assert read_fd in theirs
         guard.join(timeout=10)
         # Waiting on the pass's pipe, it would have found no moment in time and stopped a healthy job.
         assert outcome == [False]
