@@ -58,6 +58,15 @@ def ticks_by_pid(tick_file: Path) -> dict[int, list[float]]:
     return ticks
 
 
+def assert_runs_never_overlapped(tick_file: Path, timeout: float) -> None:
+    """Wait for a second run of the job, then check the first had stopped before it began.
+    Ten ticks of the second run: a first run still alive would have ticked among them."""
+    runs = wait_for(lambda: len(ticks := ticks_by_pid(tick_file)) >= 2 and min(map(len, ticks.values())) >= 10
+                    and ticks, timeout=timeout, what="a second worker to run the job")
+    first_run, second_run = sorted(runs.values(), key=min)
+    assert max(first_run) < min(second_run), f"both ran at once for {max(first_run) - min(second_run):.2f} s"
+
+
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_a_stopped_parents_job_stops_itself_before_its_lease_ends(stall_env: Env, tmp_path: Path,
                                                                     start_method: str):
@@ -106,12 +115,7 @@ def test_a_second_worker_never_runs_a_job_beside_the_stopped_workers_child(stall
         wait_for(lambda: tick_file.exists() and tick_file.read_text(), what="the first run to tick")
         second = start_ready(env)
         first.send_signal(signal.SIGSTOP)
-        # Ten ticks of the second run: a first run still alive would have ticked among them.
-        runs = wait_for(lambda: len(ticks := ticks_by_pid(tick_file)) >= 2 and min(map(len, ticks.values())) >= 10
-                        and ticks, timeout=LEASE_S + 20, what="the second worker to run the job")
-        first_run, second_run = sorted(runs.values(), key=min)
-        assert max(first_run) < min(second_run), (
-            f"both ran at once for {max(first_run) - min(second_run):.2f} s")
+        assert_runs_never_overlapped(tick_file, timeout=LEASE_S + 20)
         first.send_signal(signal.SIGCONT)
         # Back, the first worker finds the job is another's, writes nothing for it, and goes on.
         wait_for_log(first, "job_result_discarded", timeout=20)
@@ -195,10 +199,7 @@ def test_a_worker_cut_off_from_the_queue_stops_its_job_before_another_worker_tak
         wait_for(lambda: tick_file.exists() and tick_file.read_text(), what="the first run to tick")
         second = start_ready(reaching)
         proxy.cut()
-        runs = wait_for(lambda: len(ticks := ticks_by_pid(tick_file)) >= 2 and min(map(len, ticks.values())) >= 10
-                        and ticks, timeout=LEASE_S + 30, what="the second worker to run the job (cut off)")
-        first_run, second_run = sorted(runs.values(), key=min)
-        assert max(first_run) < min(second_run), f"both ran at once for {max(first_run) - min(second_run):.2f} s"
+        assert_runs_never_overlapped(tick_file, timeout=LEASE_S + 30)
         assert first.poll() is None  # it goes on, waiting for its queue to come back
     finally:
         proxy.cut()
