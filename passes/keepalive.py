@@ -27,14 +27,7 @@ import stat
 import threading
 import time
 
-from docsuper.supervisor.protocol import (
-    EXIT_PARENT_SILENT,
-    JOB_MARKER,
-    children_of,
-    descendants_of,
-    environ_value,
-    last_keepalive,
-)
+from docsuper.supervisor.protocol import EXIT_PARENT_SILENT, cgroup_pids, descendants_of, last_keepalive, orphans_of
 
 GUARD_STACK_BYTES = 512 * 1024  # thread stacks count towards RLIMIT_DATA; this loop needs little
 KILL_ROUNDS = 5  # a process may fork while we kill: go round until none is left
@@ -81,15 +74,13 @@ def job_processes(job_id: str, cgroup: str | None) -> set[int]:
     found: set[int] = set()
     if cgroup:
         try:
-            with open(os.path.join(cgroup, "cgroup.procs")) as fh:
-                found.update(int(p) for p in fh.read().split())
+            found.update(cgroup_pids(cgroup))
         except OSError:
             pass
     found.update(descendants_of(me))
-    for pid in children_of(os.getppid()):
-        if pid != me and environ_value(pid, JOB_MARKER) == job_id:
-            found.add(pid)
-            found.update(descendants_of(pid))
+    for pid in orphans_of(job_id, os.getppid()):
+        found.add(pid)
+        found.update(descendants_of(pid))
     found.discard(me)
     return found
 

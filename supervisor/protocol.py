@@ -234,11 +234,16 @@ def join_cgroup(path: str) -> None:
         fh.write("0")
 
 
+def cgroup_pids(path: str | os.PathLike[str]) -> list[int]:
+    """The processes in a cgroup v2 (OSError when it cannot be read: gone, or not ours)."""
+    with open(os.path.join(path, "cgroup.procs")) as fh:
+        return [int(pid) for pid in fh.read().split()]
+
+
 def kill_cgroup(path: str | os.PathLike[str]) -> int:
     """Kill every process in a cgroup v2 (cgroup.kill) and remove it once empty; how many it held."""
     try:
-        with open(os.path.join(path, "cgroup.procs")) as fh:
-            held = len(fh.read().split())
+        held = len(cgroup_pids(path))
         with open(os.path.join(path, "cgroup.kill"), "w") as fh:
             fh.write("1")
     except OSError:
@@ -300,19 +305,22 @@ def environ_value(pid: int, name: str) -> str | None:
     return None
 
 
-def kill_orphans_of(job_id: str) -> list[int]:
-    """Kill the processes a finished job left behind that were reparented to us (a subreaper).
+def orphans_of(job_id: str, subreaper: int) -> list[int]:
+    """The children of `subreaper` that carry this job's marker: processes the job left behind
+    that were reparented there. A grandchild that escaped into its own session is outside the
+    job's process group; its parent is gone, so only the marker in its environment names it."""
+    return [pid for pid in children_of(subreaper) if environ_value(pid, JOB_MARKER) == job_id]
 
-    A grandchild that escaped into its own session is outside the job's process
-    group; its parent is gone, so only the job marker in its environment names it."""
+
+def kill_orphans_of(job_id: str) -> list[int]:
+    """Kill the processes a finished job left behind that were reparented to us (a subreaper)."""
     killed = []
-    for pid in children_of(os.getpid()):
-        if environ_value(pid, JOB_MARKER) == job_id:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                continue
+    for pid in orphans_of(job_id, os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            continue
     return killed
 
 
