@@ -69,10 +69,6 @@ class MemoryBudget:
             return self.job_limit_mb
         return max(max(p) for p in self._peaks.values() if p)
 
-    def room(self, running: list[tuple[list[str], float]], free_slots: int) -> int:
-        """How many more jobs to claim, given (passes, current MB) of each running child."""
-        return self.admit(running, free_slots).claim
-
     def admit(self, running: list[tuple[list[str], float]], free_slots: int) -> "Admission":
         """How many more jobs to claim, and why no more: (passes, current MB) of each running child."""
         held = sum(max(current, self.expected(passes)) for passes, current in running)

@@ -39,11 +39,11 @@ def test_a_decision_changes_with_the_claim_not_with_the_childrens_megabytes():
     assert budget.admit([(OCR, 100)], 4).key() != budget.admit([], 5).key()
 
 
-def test_room_is_the_claim_of_the_decision():
+def test_the_claim_fills_the_free_slots_the_budget_fits_and_none_without_a_slot():
     budget = MemoryBudget(297, 450)
     budget.learn(OCR, 52.5)
-    assert budget.room([(OCR, 40)], 4) == budget.admit([(OCR, 40)], 4).claim == 4
-    assert budget.room([(OCR, 40)], 0) == 0
+    assert budget.admit([(OCR, 40)], 4).claim == 4
+    assert budget.admit([(OCR, 40)], 0).claim == 0
 
 
 def test_a_childs_room_to_grow_is_capped_at_a_small_boxs_budget():
