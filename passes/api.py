@@ -10,7 +10,9 @@ It runs inside the job's child process, after the passes listed before it in
 the job. It reports progress with `ctx.progress(done, total)`, stores per-page
 results with `ctx.page_result(page, {...})` (a retry gets them back in
 `ctx.resumed()` and can skip those pages), reads an earlier pass's pages with
-`ctx.pages("ocr")`, and returns a small JSON-able summary that becomes part of
+`ctx.pages("ocr")`, may read several pages at once when `ctx.readers()` says the
+parent lent it idle cores (after saying how many it could use with `ctx.want_readers(n)`),
+and returns a small JSON-able summary that becomes part of
 the job's result. See docs/passes.md. It raises `InvalidInput` for a
 document that can never succeed (no retries), and any other exception for a
 failure worth retrying. Memory is the supervisor's business: a pass that goes
@@ -73,7 +75,8 @@ def peak_rss_mb() -> float | None:
 class PassContext:
     """What a running pass can see and do. One per job attempt, shared by its passes."""
 
-    def __init__(self, spec: JobSpec, event_fd: int, workdir: Path | None = None) -> None:
+    def __init__(self, spec: JobSpec, event_fd: int, workdir: Path | None = None,
+                 readers: Callable[[], int] | None = None) -> None:
         self.spec = spec
         self.job_id = spec.job_id
         self.attempt = spec.attempt
@@ -86,6 +89,7 @@ class PassContext:
         self._workdir = workdir or (Path(spec.workdir) if spec.workdir else None)
         self.owns_workdir = False  # True when the child made it (no parent gave one): it removes it
         self._pages: dict[str, dict[int, dict[str, Any]]] = {}
+        self._readers = readers
 
     @property
     def workdir(self) -> Path:
@@ -112,6 +116,16 @@ class PassContext:
     def progress(self, done: int | None, total: int | None = None, **info: Any) -> None:
         self.emit({"type": "progress", "pass": self.pass_name, "done": done, "total": total,
                    "rss_mb": round(rss_mb(), 1), "t": time.time(), **info})
+
+    def want_readers(self, wanted: int) -> None:
+        """Tell the parent how many pages this pass could read at once from now on (1: no more
+        than one); it lends idle cores up to that (supervisor/lending.py)."""
+        self.emit({"type": "readers", "pass": self.pass_name, "wanted": max(1, wanted)})
+
+    def readers(self) -> int:
+        """How many pages the pass may read at once now: 1 unless the parent lent idle cores.
+        It changes while the pass runs (lent when other jobs end, taken back when one starts)."""
+        return max(1, self._readers()) if self._readers is not None else 1
 
     def page_result(self, page: int, result: dict[str, Any]) -> None:
         """Send one page's result to the parent, which stores it in the queue."""

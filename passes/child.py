@@ -90,9 +90,10 @@ def run_job(spec: JobSpec, event_fd: int, keepalive_fd: int | None = None, cgrou
     With `keepalive_fd`, the job stops itself when the parent goes silent (passes/keepalive.py)."""
     # Inherited by every process the job starts: how the reaper recognises its orphans.
     os.environ[JOB_MARKER] = spec.job_id
+    lent = keepalive.Lent()
     if keepalive_fd is not None:
-        keepalive.start_guard(keepalive_fd, spec.job_id, cgroup)
-    ctx = PassContext(spec, event_fd)
+        keepalive.start_guard(keepalive_fd, spec.job_id, cgroup, lent)
+    ctx = PassContext(spec, event_fd, readers=lent)
     try:
         ctx.emit({"type": "started", "pid": os.getpid(), "data_limit_mb": data_limit_mb()})
         for name in spec.passes:

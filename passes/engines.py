@@ -15,7 +15,8 @@ but `ocr.dpi`).
 `auto` is Tesseract when tesserocr and its model are installed, RapidOCR otherwise
 (docs/ocr.md has the measurements behind that order). Another engine is one more
 module with an `Engine(settings)` class, a settings class with `from_section`,
-`MIN_DPI`, `MAX_DPI` and `available(tessdata_dir)`, and one more row in `_MODULES`.
+`MIN_DPI`, `MAX_DPI`, `available(tessdata_dir)` and optionally `PARALLEL_READERS`, and one
+more row in `_MODULES`.
 
 Nothing heavy is imported here: each engine's own libraries load when it is made,
 in the child (onnxruntime starts a thread at import; the fork server must not).
@@ -25,13 +26,16 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from docsuper.supervisor.config import OcrConfig
 
 from .lean_ocr import Line
+
+if TYPE_CHECKING:
+    from .memory_plan import MemoryPlan
 
 # name -> module (in this package) holding Engine, available() and the settings class
 _MODULES = {"tesseract": "tesseract_ocr", "rapidocr": "lean_ocr"}
@@ -82,5 +86,18 @@ def max_dpi(name: str) -> int | None:
 @functools.lru_cache(maxsize=2)
 def engine(name: str, settings: Any) -> OcrEngine:
     """The engine, made once per process: a lighter memory plan may ask for the other one."""
+    return make(name, settings)
+
+
+def make(name: str, settings: Any) -> OcrEngine:
+    """A new instance of the engine (one per reader thread: see page_readers)."""
     engine_obj: OcrEngine = _module(name).Engine(settings)
     return engine_obj
+
+
+def reads_in_parallel(plan: "MemoryPlan") -> bool:
+    """Whether a job on `plan` may read several pages at once on lent cores: only on the
+    standard plan (a lighter one is a retry after `oom`), and only with an engine that lets
+    go of the GIL and is small enough to load twice (`PARALLEL_READERS` in its module:
+    Tesseract ~20 MB an instance; RapidOCR's ~290 MB would not fit the job's cap twice)."""
+    return plan.level == 0 and bool(getattr(_module(plan.engine), "PARALLEL_READERS", False))

@@ -11,6 +11,9 @@ exits with EXIT_PARENT_SILENT; the parent records the attempt `interrupted` (no
 attempt used: the job did nothing wrong), unless another worker has the job by
 then, in which case its record is fenced off.
 
+The same records say how many pages the job may read at once (`Lent`): one, unless
+the parent lends the child cores that no other job uses (supervisor/lending.py).
+
 A thread, not the fork server, keeps the guard so that both start methods get the
 same one. It needs the GIL to wake: a pass that holds the GIL in C code delays the
 stop by as long, which the heartbeat of margin before the lease ends covers only
@@ -41,10 +44,22 @@ def _pipe_identity(fd: int) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
 
 
-def wait_for_silence(fd: int) -> bool:
+class Lent:
+    """How many pages the parent lets this job read at once: 1 until it lends idle cores.
+    Written by the guard thread, read by the pass (an int: one reference swap under the GIL)."""
+
+    def __init__(self) -> None:
+        self.readers = 1
+
+    def __call__(self) -> int:
+        return self.readers
+
+
+def wait_for_silence(fd: int, lent: Lent | None = None) -> bool:
     """Block until the last moment read passes (True), or the pipe is no longer there to
     read (False): the parent closed its end (it is gone; PDEATHSIG or the fork server takes
-    it from here), or a pass closed ours, and the number may since name another file."""
+    it from here), or a pass closed ours, and the number may since name another file.
+    Each record's readers go to `lent`."""
     ours = _pipe_identity(fd)
     deadline: float | None = None
     leftover = b""
@@ -61,9 +76,11 @@ def wait_for_silence(fd: int) -> bool:
             return False
         if not data:
             return False
-        until, leftover = last_keepalive(leftover + data)
-        if until is not None:
-            deadline = until
+        record, leftover = last_keepalive(leftover + data)
+        if record is not None:
+            deadline = record[0]
+            if lent is not None:
+                lent.readers = record[1]
     return False
 
 
@@ -98,17 +115,20 @@ def stop_job(job_id: str, cgroup: str | None) -> None:
     os._exit(EXIT_PARENT_SILENT)
 
 
-def _guard(fd: int, job_id: str, cgroup: str | None) -> None:
+def _guard(fd: int, job_id: str, cgroup: str | None, lent: Lent | None) -> None:
     # Nothing is printed: the parent's stderr may be a pipe nobody drains while it is stopped,
     # and a blocked write here would leave the pass running. The parent logs it when it runs again.
-    if wait_for_silence(fd):
+    if wait_for_silence(fd, lent):
         stop_job(job_id, cgroup)
+    if lent is not None:
+        lent.readers = 1  # no parent left to lend cores
 
 
-def start_guard(fd: int, job_id: str, cgroup: str | None) -> threading.Thread:
+def start_guard(fd: int, job_id: str, cgroup: str | None, lent: Lent | None = None) -> threading.Thread:
     previous = threading.stack_size(GUARD_STACK_BYTES)
     try:
-        thread = threading.Thread(target=_guard, args=(fd, job_id, cgroup), name="docsuper-keepalive", daemon=True)
+        thread = threading.Thread(target=_guard, args=(fd, job_id, cgroup, lent), name="docsuper-keepalive",
+                                  daemon=True)
         thread.start()
     finally:
         threading.stack_size(previous)

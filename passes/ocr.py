@@ -49,8 +49,10 @@ from . import engines
 from .clinical_terms import corrector
 from .lean_ocr import release_memory
 from .memory_plan import MemoryPlan, oom_attempts, plan_for
+from .page_readers import PageReaders
 
 PASS_NAME = "ocr"
+MOST_READERS = 4  # pages read at once when the parent lends idle cores; it lends no more than it has
 _UNREADABLE = "\ufffd"  # what MuPDF gives for a glyph without a Unicode mapping
 
 
@@ -89,18 +91,18 @@ def run(ctx: PassContext) -> dict[str, Any]:
 
     quiet_mupdf()
     doc = open_document(document)
+    readers = page_readers(ctx, settings)
     try:
         total = doc.page_count
         resumed = sorted(p for p in stored if 1 <= p <= total)
         counts = {"text_layer": 0, "ocr": 0}
         chars = sum(len(stored[p].get("text", "")) for p in resumed)
         done = len(resumed)
+        wanted = 1
         ctx.progress(done, total)
-        for index in range(total):
-            number = index + 1
-            if number in stored:
-                continue
-            result = read_page(doc, index, document, settings)
+
+        def record(number: int, result: dict[str, Any]) -> None:
+            nonlocal chars, done
             counts[result["method"]] += 1
             chars += len(result["text"])
             release_memory()
@@ -108,7 +110,29 @@ def run(ctx: PassContext) -> dict[str, Any]:
             ctx.page_result(number, result)
             done += 1
             ctx.progress(done, total)
+
+        for index in range(total):
+            number = index + 1
+            if number in stored:
+                continue
+            for raster in readers.ready():
+                record(raster.number, raster.result)
+            page = prepare_page(doc, index, document, settings)
+            if isinstance(page, Raster):
+                # A scan: from now on the job could use as many readers as pages are left.
+                left = sum(1 for n in range(number, total + 1) if n not in stored)
+                if min(left, MOST_READERS) != wanted and engines.reads_in_parallel(settings.plan):
+                    wanted = min(left, MOST_READERS)
+                    ctx.want_readers(wanted)
+                readers.submit(page)
+            else:
+                record(number, page)
+        if wanted > 1:
+            ctx.want_readers(1)
+        for raster in readers.drain():
+            record(raster.number, raster.result)
     finally:
+        readers.close()
         doc.close()
         release_memory()
     return {
@@ -122,7 +146,22 @@ def run(ctx: PassContext) -> dict[str, Any]:
         "plan": settings.plan.name,
         "seconds": round(time.monotonic() - started, 2),
         "peak_rss_mb": peak_rss_mb(),
+        "readers": max(1, readers.most_at_once),
     }
+
+
+def page_readers(ctx: PassContext, settings: OcrSettings) -> "PageReaders[Raster, Raster]":
+    """Readers of the job's scans: the process's engine first, more while the parent lends cores."""
+    name, engine_settings = settings.plan.engine, settings.engine_settings
+    made = 0
+
+    def make_engine() -> engines.OcrEngine:
+        nonlocal made
+        made += 1
+        return engines.engine(name, engine_settings) if made == 1 else engines.make(name, engine_settings)
+
+    return PageReaders(lambda raster, engine: recognize(raster, engine, settings), make_engine,
+                       ctx.readers, MOST_READERS if engines.reads_in_parallel(settings.plan) else 1)
 
 
 def quiet_mupdf() -> None:
@@ -251,9 +290,32 @@ def readable_chars(text: str) -> int:
     return sum(1 for ch in text if not ch.isspace() and ch != _UNREADABLE)
 
 
+@dataclass
+class Raster:
+    """A page rendered for the engine: what `prepare_page` leaves for `recognize`."""
+
+    number: int
+    image: np.ndarray | None
+    zoom: float
+    source: float | None
+    stored: bool  # the source resolution is the file's own (not MuPDF's 96 dpi for none)
+    started: float
+    result: dict[str, Any]
+
+
 def read_page(doc: "pymupdf.Document | TiffPages", index: int, document: inputs.Document,
               settings: OcrSettings) -> dict[str, Any]:
     """One page's result: its text layer when it has a real one, otherwise OCR of its raster."""
+    page = prepare_page(doc, index, document, settings)
+    if isinstance(page, Raster):
+        return recognize(page, engines.engine(settings.plan.engine, settings.engine_settings), settings).result
+    return page
+
+
+def prepare_page(doc: "pymupdf.Document | TiffPages", index: int, document: inputs.Document,
+                 settings: OcrSettings) -> "dict[str, Any] | Raster":
+    """A page's text layer when it has a real one (its whole result), else its raster for the engine.
+    MuPDF is not thread-safe: this runs on the pass's thread only."""
     started = time.monotonic()
     number = index + 1
     page: pymupdf.Page | None = None
@@ -271,42 +333,55 @@ def read_page(doc: "pymupdf.Document | TiffPages", index: int, document: inputs.
     result: dict[str, Any] = {"width": round(rect.width, 2), "height": round(rect.height, 2)}
     if page is not None and readable_chars(text) >= max(1, settings.text_layer_min_chars):
         result.update(text=text, lines=text_layer_lines(page), method="text_layer")
-    else:
-        if page is not None:
-            source = source_dpi(page)
-        stored = not (document.kind != "pdf" and source is not None and abs(source - _ASSUMED_DPI) < 0.5)
-        zoom = render_zoom(rect, source, settings, stored)
-        try:
-            if isinstance(doc, TiffPages):
-                image = doc.render(index, zoom)
-            else:
-                assert page is not None
-                image = render_gray(page, zoom)
-        except MemoryError:
-            raise  # the copy of the pixels, or Pillow's decode: outcome oom, not damaged input
-        except Exception as exc:
-            raise _mupdf_failure(exc, f"page {number} cannot be rendered") from None
-        # The page holds the decoded image of an image file (a PNG's or a JPEG's): rendered now,
-        # so it goes before the engine's peak.
-        del page
-        lines = engines.engine(settings.plan.engine, settings.engine_settings)(image)
-        del image
-        fix = corrector(*settings.vocabulary)
-        if fix:
-            lines = [(box, fix.line(text), conf) for box, text, conf in lines]
-        result.update(
-            text="\n".join(line[1] for line in lines),
-            lines=[[_scale_box(box, zoom), text, round(conf, 4)] for box, text, conf in lines],
-            method="ocr",
-            engine=settings.plan.engine,
-            dpi=round(72 * zoom, 1),
-            source_dpi=round(source, 1) if source and stored else None,
-        )
+        _note_warnings(result)
+        result["seconds"] = round(time.monotonic() - started, 3)
+        return result
+    if page is not None:
+        source = source_dpi(page)
+    stored = not (document.kind != "pdf" and source is not None and abs(source - _ASSUMED_DPI) < 0.5)
+    zoom = render_zoom(rect, source, settings, stored)
+    try:
+        if isinstance(doc, TiffPages):
+            image = doc.render(index, zoom)
+        else:
+            assert page is not None
+            image = render_gray(page, zoom)
+    except MemoryError:
+        raise  # the copy of the pixels, or Pillow's decode: outcome oom, not damaged input
+    except Exception as exc:
+        raise _mupdf_failure(exc, f"page {number} cannot be rendered") from None
+    # The page holds the decoded image of an image file (a PNG's or a JPEG's): rendered now,
+    # so it goes before the engine's peak.
+    del page
+    _note_warnings(result)
+    return Raster(number, image, zoom, source, stored, started, result)
+
+
+def recognize(raster: Raster, engine: engines.OcrEngine, settings: OcrSettings) -> Raster:
+    """Read the raster with `engine` (on the pass's thread, or on a reader with an engine of its own)."""
+    image, raster.image = raster.image, None
+    assert image is not None
+    lines = engine(image)
+    del image
+    fix = corrector(*settings.vocabulary)
+    if fix:
+        lines = [(box, fix.line(text), conf) for box, text, conf in lines]
+    raster.result.update(
+        text="\n".join(line[1] for line in lines),
+        lines=[[_scale_box(box, raster.zoom), text, round(conf, 4)] for box, text, conf in lines],
+        method="ocr",
+        engine=settings.plan.engine,
+        dpi=round(72 * raster.zoom, 1),
+        source_dpi=round(raster.source, 1) if raster.source and raster.stored else None,
+    )
+    raster.result["seconds"] = round(time.monotonic() - raster.started, 3)
+    return raster
+
+
+def _note_warnings(result: dict[str, Any]) -> None:
     warnings = pymupdf.TOOLS.mupdf_warnings(reset=True)
     if warnings:
         result["warnings"] = warnings.splitlines()[:5]
-    result["seconds"] = round(time.monotonic() - started, 3)
-    return result
 
 
 def render_gray(page: pymupdf.Page, zoom: float) -> np.ndarray:

@@ -185,6 +185,10 @@ class WorkersConfig(Section):
     concurrency: int = setting(5, min=1, max=64, help="children at most (WORKER_CONCURRENCY)")
     job_timeout_s: float = setting(1800.0, min=0.1, max=7 * 86400, help="wall-clock limit of one attempt")
     term_grace_s: float = setting(3.0, min=0.0, max=600, help="SIGTERM to SIGKILL grace when stopping a child")
+    cores: int = setting(0, min=0, max=1024,
+                         help="cores for reading pages; 0: the CPU affinity, lowered by a cgroup CPU quota. "
+                              "Fewer jobs than min(concurrency, cores): the idle ones are lent to running jobs "
+                              "that read several pages at once; 1 lends none")
     shutdown_grace_s: float = setting(25.0, min=0.0, max=3600, help="how long running jobs may finish after SIGTERM")
     work_dir: str = setting("", help="root of the jobs' work directories (downloads, scratch); "
                                      "empty: docsuper under the system temp directory")

@@ -33,6 +33,7 @@ from .budget import Admission, MemoryBudget, box_memory_mb, child_kernel_limit_m
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .keepalive import Keepalive
+from .lending import READER_MB, Reading, lend_readers, usable_cores
 from .launcher import SERVER_EXITED, LaunchError, child_environment, make_launcher
 from .logs import Logger, OutageLog
 from .metering import MemoryMeter
@@ -96,6 +97,7 @@ class Child:
     plan: dict[str, Any] | None = None  # the memory plan the child said it runs
     lease_lapsed: bool = False  # its keepalive moment passed unrenewed: it may have stopped itself
     data_limit_mb: float | None = None  # its RLIMIT_DATA, as the child reported it
+    readers_wanted: int = 1  # pages it said it could read at once: idle cores may be lent up to that
 
 
 class Supervisor:
@@ -143,6 +145,8 @@ class Supervisor:
         self.drain_waiting: Waiting | None = None
         self.jobs_done = 0
         self.budget = MemoryBudget(0, config.memory.job_limit_mb)
+        # Pages read at once, across jobs or lent within one: never more than the concurrency.
+        self.reading_slots = min(config.workers.concurrency, config.workers.cores or usable_cores())
         self.kernel_limit_mb = config.kernel_limit_mb  # a child's room to grow: capped at the box budget once known
         # The admission decision last logged, and the last one not logged because no job waited
         # (asked again after a poll interval: jobs may have come).
@@ -222,7 +226,7 @@ class Supervisor:
             self._register()
             self.observer.ready()
             self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
-                          containment=self.cgroups.kind, containment_note=self.cgroups.problem,
+                          reading_slots=self.reading_slots, containment=self.cgroups.kind, containment_note=self.cgroups.problem,
                           queue=redact(self.queue.url), drain=drain)
             if only is not None:
                 self._start_child(only, time.monotonic())
@@ -251,6 +255,7 @@ class Supervisor:
         self._note_lapsed_leases(time.monotonic())  # before any reap: a lapse may explain an exit
         self._read_events()
         self._take_launcher_reports()
+        self._lend_cores()
         now = time.monotonic()
         self._handle_signals(now)  # a stop signal that came during the wait explains a fork server gone with it
         self._check_launcher(now)
@@ -599,6 +604,9 @@ class Supervisor:
                 job_id, self.worker_id, pass_name, page, result))
         elif kind == "plan":
             child.plan = event.get("plan")
+        elif kind == "readers":
+            wanted = event.get("wanted")
+            child.readers_wanted = wanted if isinstance(wanted, int) and wanted >= 1 else 1
         elif kind == "result":
             child.result = event.get("summary") or {}
         elif kind == "failure":
@@ -724,6 +732,21 @@ class Supervisor:
             self._stop(self.children[stop.job_id], stop.outcome, stop.message, now, grace=0 if stop.at_once else None)
         self.metrics.children.set(len(self.children))
         self.metrics.children_mb.set(sum(c.meter.uss_mb for c, _ in measured))
+
+    def _lend_cores(self) -> None:
+        """Lend the cores no job uses to children that can read several pages at once, and take
+        them back as jobs start (supervisor/lending.py); each change is logged."""
+        if self.reading_slots <= 1 or not self.children:
+            return
+        reading = [Reading(c.job.id, c.readers_wanted if c.stop_outcome is None else 1, self.keepalive.lent(c.job.id))
+                   for c in self.children.values()]
+        held = sum(max(c.meter.uss_mb, self.budget.expected(c.job.passes)) for c in self.children.values())
+        loan = lend_readers(reading, self.reading_slots, self.budget.budget_mb - held, READER_MB)
+        for job_id, readers in loan.items():
+            before = self.keepalive.lent(job_id)
+            if readers != before and self.keepalive.lend(job_id, readers):
+                self.log.info("readers_lent", job_id=job_id, document=document_name(self.children[job_id].job.source),
+                              readers=readers, before=before, running=len(reading), reading_slots=self.reading_slots)
 
     # -- leases ----------------------------------------------------------
     def _note_lapsed_leases(self, now: float) -> None:

@@ -12,6 +12,9 @@ stopped itself, and the loop says so once per lapse; that is how a child's exit 
 EXIT_PARENT_SILENT is told from a pass that merely exits with the same code. A child
 that closed its end of the pipe (a pass that closes inherited descriptors) is
 unguarded: it is named once and written to no more.
+
+Each record also carries how many pages the child may read at once (supervisor/lending.py):
+`lend` writes one at once, with the last moment, when the loan changes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .protocol import encode_keepalive
 class _Pipe:
     fd: int
     until: float = 0.0  # the last moment the child was sent
+    readers: int = 1  # the last loan the child was sent
     lapse_reported: bool = False
     closed_by_child: bool = False
 
@@ -48,14 +52,36 @@ class Keepalive:
             if pipe is None or pipe.closed_by_child:
                 continue
             until = sent_at + self.trust_s
-            try:
-                os.write(pipe.fd, encode_keepalive(until))
-            except BlockingIOError:
-                continue  # its guard is not reading: it holds older moments, and stops at those
-            except BrokenPipeError:
-                pipe.closed_by_child = True
-                continue
-            pipe.until, pipe.lapse_reported = until, False
+            if self._write(pipe, until, pipe.readers):
+                pipe.until, pipe.lapse_reported = until, False
+
+    def lend(self, job_id: str, readers: int) -> bool:
+        """Tell the child it may read `readers` pages at once from now on. False when it could
+        not be told (its guard is not reading, or it has none): the caller tries again later."""
+        pipe = self._pipes.get(job_id)
+        if pipe is None or pipe.closed_by_child:
+            return False
+        if readers == pipe.readers:
+            return True
+        if not self._write(pipe, pipe.until, readers):
+            return False
+        pipe.readers = readers
+        return True
+
+    def lent(self, job_id: str) -> int:
+        pipe = self._pipes.get(job_id)
+        return pipe.readers if pipe is not None else 1
+
+    @staticmethod
+    def _write(pipe: _Pipe, until: float, readers: int) -> bool:
+        try:
+            os.write(pipe.fd, encode_keepalive(until, readers))
+        except BlockingIOError:
+            return False  # its guard is not reading: it holds older moments, and stops at those
+        except BrokenPipeError:
+            pipe.closed_by_child = True
+            return False
+        return True
 
     def lapsed(self, now: float) -> list[str]:
         """Jobs whose last moment passed since the last call: their child may have stopped itself."""

@@ -11,6 +11,8 @@ Standard library only, so `docsuper.passes` never pulls in the supervisor. It ho
     {"type": "page", "pass": "ocr", "page": 3, "result": {…}}   stored at once by the parent
     {"type": "plan", "pass": "ocr", "plan": {"name": "lighter", "lightest": false, …}}
                                                      the memory plan it runs, recorded with the attempt
+    {"type": "readers", "pass": "ocr", "wanted": 2}   how many pages it could read at once now
+                                                     (the parent may lend it idle cores: below)
     {"type": "result", "summary": {…}, "peak_rss_mb": …}   success; the child then exits 0
     {"type": "failure", "outcome": "error" | "invalid_input" | "oom",
      "message": "…", "traceback": "…", "peak_rss_mb": …}   the child then exits 1
@@ -19,8 +21,9 @@ Standard library only, so `docsuper.passes` never pulls in the supervisor. It ho
   `crashed` (or `oom`/`timeout` when the watchdog killed it);
 - the fork server's messages (Ready, Start, Started, Refused, Exited, Ping, Pong),
   one per SOCK_SEQPACKET datagram;
-- the parent's keepalive: on a pipe of its own, the moment until which a child may
-  trust the parent to hold its job's lease (a child past it stops its job);
+- the parent's word: on a pipe of its own, the moment until which a child may
+  trust the parent to hold its job's lease (a child past it stops its job), and how
+  many pages the child may read at once (1 unless the parent lends it idle cores);
 - the job marker and the Linux process plumbing both sides use (prctl, reaping a
   job's children and the orphans it left). Memory figures everywhere are MiB.
 """
@@ -87,24 +90,26 @@ class ChildLimits:
 # child may trust it to renew the job's lease. A parent that stops (SIGSTOP, a wedged
 # loop) writes no more; its children stop their jobs at the last moment written,
 # before another worker can claim them (docs/operating.md, "A stalled supervisor").
-KEEPALIVE_FORMAT = "=d"
+# The same record carries the readers the child may run (pages read at once): the
+# parent writes one whenever it lends or takes back an idle core, with the last moment.
+KEEPALIVE_FORMAT = "=dI"
 KEEPALIVE_BYTES = struct.calcsize(KEEPALIVE_FORMAT)
 # A child that stopped its job because the parent went silent exits with this code;
 # the parent counts it as `interrupted` only if it knows its own loop was silent then.
 EXIT_PARENT_SILENT = 75  # EX_TEMPFAIL
 
 
-def encode_keepalive(until: float) -> bytes:
-    return struct.pack(KEEPALIVE_FORMAT, until)
+def encode_keepalive(until: float, readers: int = 1) -> bytes:
+    return struct.pack(KEEPALIVE_FORMAT, until, max(1, readers))
 
 
-def last_keepalive(data: bytes) -> tuple[float | None, bytes]:
-    """The newest moment among whole records in `data`, and the bytes of a partial one left over."""
+def last_keepalive(data: bytes) -> tuple[tuple[float, int] | None, bytes]:
+    """The newest (moment, readers) among whole records in `data`, and the bytes of a partial one left over."""
     whole = len(data) - len(data) % KEEPALIVE_BYTES
     if whole == 0:
         return None, data
-    (until,) = struct.unpack(KEEPALIVE_FORMAT, data[whole - KEEPALIVE_BYTES:whole])
-    return until, data[whole:]
+    until, readers = struct.unpack(KEEPALIVE_FORMAT, data[whole - KEEPALIVE_BYTES:whole])
+    return (until, max(1, readers)), data[whole:]
 
 
 # -- events from a child -------------------------------------------------------

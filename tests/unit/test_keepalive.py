@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from docsuper.passes.keepalive import wait_for_silence
+from docsuper.passes.keepalive import Lent, wait_for_silence
 from docsuper.supervisor.config import keepalive_s
 from docsuper.supervisor.keepalive import Keepalive
 from docsuper.supervisor.protocol import KEEPALIVE_BYTES, encode_keepalive, last_keepalive
@@ -40,22 +40,36 @@ def test_a_child_trusts_a_renewal_for_the_lease_less_one_heartbeat(lease_s, hear
 
 
 def test_the_newest_whole_record_wins_and_a_partial_one_is_kept():
-    data = encode_keepalive(1.0) + encode_keepalive(2.5) + encode_keepalive(9.0)[:3]
-    assert last_keepalive(data) == (2.5, encode_keepalive(9.0)[:3])
+    data = encode_keepalive(1.0, 3) + encode_keepalive(2.5, 2) + encode_keepalive(9.0)[:3]
+    assert last_keepalive(data) == ((2.5, 2), encode_keepalive(9.0)[:3])
     assert last_keepalive(encode_keepalive(9.0)[:3]) == (None, encode_keepalive(9.0)[:3])
-    until, rest = last_keepalive(encode_keepalive(9.0)[:3] + encode_keepalive(9.0)[3:])
-    assert (until, rest) == (9.0, b"")
-    assert KEEPALIVE_BYTES == 8
+    record, rest = last_keepalive(encode_keepalive(9.0)[:3] + encode_keepalive(9.0)[3:])
+    assert (record, rest) == ((9.0, 1), b"")
+    assert last_keepalive(encode_keepalive(4.0, 0))[0] == (4.0, 1)  # a child always has its one reader
+    assert KEEPALIVE_BYTES == 12
+
+
+def test_a_loan_is_written_at_once_with_the_last_moment_and_kept_through_renewals(pipe):
+    read_fd, write_fd = pipe
+    keepalive = Keepalive(trust_s=6.0)
+    keepalive.add("job", write_fd, renewed_at=100.0)
+    assert last_keepalive(os.read(read_fd, 64))[0] == (106.0, 1)
+    assert keepalive.lend("job", 2) and keepalive.lent("job") == 2
+    assert last_keepalive(os.read(read_fd, 64))[0] == (106.0, 2)  # the loan moves no moment
+    assert keepalive.lend("job", 2)  # unchanged: nothing written
+    keepalive.renewed(["job"], sent_at=102.0)
+    assert last_keepalive(os.read(read_fd, 64)) == ((108.0, 2), b"")
+    assert not keepalive.lend("not ours", 2) and keepalive.lent("not ours") == 1
 
 
 def test_the_parent_writes_each_renewal_and_reports_a_lapse_once(pipe):
     read_fd, write_fd = pipe
     keepalive = Keepalive(trust_s=6.0)
     keepalive.add("job", write_fd, renewed_at=100.0)
-    assert last_keepalive(os.read(read_fd, 64))[0] == 106.0
+    assert last_keepalive(os.read(read_fd, 64))[0] == (106.0, 1)
     assert keepalive.lapsed(105.9) == []
     keepalive.renewed(["job", "not ours"], sent_at=102.0)
-    assert last_keepalive(os.read(read_fd, 64))[0] == 108.0
+    assert last_keepalive(os.read(read_fd, 64))[0] == (108.0, 1)
     assert keepalive.lapsed(107.0) == []
     assert keepalive.lapsed(108.5) == ["job"]  # no renewal in time: the child may have stopped itself
     assert keepalive.lapsed(109.0) == []  # said once per lapse
@@ -77,10 +91,12 @@ def test_a_child_that_closed_its_end_is_written_to_no_more_and_never_reported(pi
 
 def test_the_child_waits_while_moments_come_and_returns_when_the_last_passes(pipe):
     read_fd, write_fd = pipe
-    os.write(write_fd, encode_keepalive(time.monotonic() - 1) + encode_keepalive(time.monotonic() + 0.2))
+    os.write(write_fd, encode_keepalive(time.monotonic() - 1, 3) + encode_keepalive(time.monotonic() + 0.2, 2))
     started = time.monotonic()
-    assert wait_for_silence(read_fd) is True
+    lent = Lent()
+    assert wait_for_silence(read_fd, lent) is True
     assert time.monotonic() - started >= 0.19  # it waited for the newest moment, not the stale first one
+    assert lent() == 2  # and took the newest loan with it
 
 
 def test_the_child_stops_guarding_when_the_parent_closes_its_end(pipe):
