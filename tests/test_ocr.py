@@ -288,12 +288,12 @@ sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
 from tests import test_ocr
 from docsuper.passes import ocr
-real = ocr.read_page
+real = ocr.prepare_page
 def read_then_die(doc, index, *args):
     if index == 2:
         os._exit(9)  # as a watchdog kill would, in the middle of page 3
     return real(doc, index, *args)
-ocr.read_page = read_then_die
+ocr.prepare_page = read_then_die
 test_ocr.run_ocr({str(path)!r}, Path({str(tmp_path)!r}))
 """
     killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
