@@ -12,9 +12,11 @@ outcomes, the kernel's OOM kills inside the box (must be 0), the box's peak memo
 the most OCR children alive at once, pages/s and the ratio of the two runs.
 
 Beside them it prints what bounds the ratio. At concurrency 1 the run takes the sum of
-its jobs' times; at 5 it can take no less than the longest job alone (a job is one
-single-threaded child) nor than the CPU work spread over the cores. So the best ratio
-this burst allows on this machine is  c1 seconds / max(longest job at c1, c1 seconds / cores);
+its jobs' times; at 5 it can take no less than the CPU work spread over the cores, and,
+were no cores lent (`workers.cores = 1`), no less than the longest job alone (then one
+single-threaded child). So the best ratio this burst allows on this machine is
+c1 seconds / (c1 seconds / cores), or c1 seconds / max(longest job at c1, c1 seconds /
+cores) without lending; `most readers` is the most pages one job read at once (lent cores);
 `tail` is how long the last job ran alone at the end (one core busy, the others idle), and
 `CPU` is the CPU time the burst got against cores × seconds (other processes on the
 machine take the rest: the load average is printed beside every run). `--logs DIR`
@@ -220,6 +222,9 @@ def run_burst(jobs: list[Path], limit_mb: int, concurrency: int, extra_env: dict
         "outcomes": dict(collections.Counter(r["outcome"] for r in records if r.get("event") == "job_finished")),
         "oom_kills": kills, "box_peak_mb": round(peak), "box_budget_mb": ready.get("box_budget_mb"),
         "most_ocr_children": _most_ocr_children(records, listing), "most_processes": most[0],
+        "most_readers": max(((job.get("result") or {}).get("ocr", {}).get("readers") or 1 for job in listing),
+                            default=1),
+        "loans": sum(1 for r in records if r.get("event") == "readers_lent" and r.get("readers", 1) > 1),
         "pages": pages, "ocr_pages": ocr_pages, "pages_per_s": round(pages / seconds, 3),
         "stderr": run.stderr[-1500:] if run.returncode else "",
     }
@@ -266,8 +271,10 @@ def burst_figures(directory: Path, limit_mb: int = 512, quick: bool = False, log
     one = run_burst(jobs, limit_mb, 1, log_path=logs / "c1.log" if logs else None)
     ratio = many["pages_per_s"] / one["pages_per_s"] if one["pages_per_s"] else float("nan")
     # At concurrency 1 the run is the sum of its jobs; spread over the cores it can take no less
-    # than the longest job alone (one single-threaded child) nor than the c1 time over the cores.
-    floor_s = max(one["longest_job"]["seconds"] or 0.0, one["seconds"] / max(1, many["cores"]))
+    # than the c1 time over the cores, nor, when no core was lent, than the longest job alone.
+    floor_s = one["seconds"] / max(1, many["cores"])
+    if many["most_readers"] <= 1:
+        floor_s = max(one["longest_job"]["seconds"] or 0.0, floor_s)
     best = one["seconds"] / floor_s if floor_s else float("nan")
     return {"jobs": len(jobs), "limit_mb": limit_mb, "quick": quick, "c5": many, "c1": one,
             "speedup": round(ratio, 2), "floor_s": round(floor_s, 1), "best_ratio": round(best, 2)}
@@ -278,14 +285,14 @@ def print_burst(figures: dict[str, Any]) -> None:
     print(f"\n## The box: {figures['jobs']} mixed jobs in a {figures['limit_mb']} MB memory cgroup"
           f"{' (--quick: smaller documents)' if figures.get('quick') else ''}, {many['cores']} cores\n")
     headers = ["WORKER_CONCURRENCY", "statuses", "kernel OOM kills", "box peak MB", "most OCR children at once",
-               "pages", "s", "pages/s", "ratio", "longest job s", "tail s", "CPU s (of cores × s)", "load before/after"]
+               "most readers (loans)", "pages", "s", "pages/s", "ratio", "longest job s", "tail s", "CPU s (of cores × s)", "load before/after"]
     print("| " + " | ".join(headers) + " |")
     print("|" + "|".join("---" for _ in headers) + "|")
     for r, ratio in ((many, figures["speedup"]), (one, 1.0)):
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
         longest = r["longest_job"]
         print(f"| {r['concurrency']} | {statuses} | {r['oom_kills']} | {r['box_peak_mb']} | {r['most_ocr_children']} "
-              f"| {r['pages']} | {r['seconds']} | {r['pages_per_s']} | {ratio} "
+              f"| {r['most_readers']} ({r['loans']}) | {r['pages']} | {r['seconds']} | {r['pages_per_s']} | {ratio} "
               f"| {longest['seconds']} ({longest['document']}, {longest['pages']} p) | {r['tail_s']} "
               f"| {r['cpu_s']} ({100 * r['cpu_s'] / (r['cores'] * r['seconds']):.0f} % of {r['cores']} × {r['seconds']}) "
               f"| {r['load_before']} / {r['load_after']} |")
@@ -297,11 +304,12 @@ def print_burst(figures: dict[str, Any]) -> None:
           f"admission decisions held back by the budget at concurrency {many['concurrency']}: "
           f"{many['admissions_limited']}.")
     print(f"Ratio {figures['speedup']} against a best of {figures['best_ratio']} for this burst on this machine: "
-          f"at concurrency {many['concurrency']} the run cannot take less than {figures['floor_s']} s, the longer of "
-          f"its longest job alone at concurrency 1 ({one['longest_job']['seconds']} s, "
-          f"{one['longest_job']['document']}) and {one['seconds']} s of one-at-a-time work over {many['cores']} "
-          f"cores. The run at {many['concurrency']} took {many['seconds']} s, of which its last job ran alone for "
-          f"the last {many['tail_s']} s.")
+          f"at concurrency {many['concurrency']} the run cannot take less than {figures['floor_s']} s "
+          f"({one['seconds']} s of one-at-a-time work over {many['cores']} cores"
+          + ("" if many["most_readers"] > 1 else f", or the longest job alone at concurrency 1, "
+             f"{one['longest_job']['seconds']} s ({one['longest_job']['document']}), as no core was lent")
+          + f"). The run at {many['concurrency']} took {many['seconds']} s, of which its last job ran alone for "
+          f"the last {many['tail_s']} s (on {many['most_readers']} reader(s) at most).")
 
 
 def main() -> None:
