@@ -19,6 +19,8 @@ Measured, by default:
 2. A 142-page scan, a ~20 MB two-page TIFF, an uncompressed A3 TIFF at 300 dpi and an
    A2 poster at 240 dpi (rendered at the 9 M pixel budget) on the default engine: peak
    RSS and RSS after the first and the last page.
+2b. One dense 300 dpi scan read by one reader and by two (`--readers` alone): the
+   pass's time, its CPU and peak RSS, as when the parent lends a job an idle core.
 3. As root, the box (`bench_box.burst_figures`): 16 mixed jobs through `docsuper run
    --drain` in a 512 MB memory cgroup at WORKER_CONCURRENCY=5 and at 1: kernel OOM
    kills, the box's peak, the most OCR children at once, pages/s and their ratio.
@@ -202,7 +204,8 @@ def _through_pass(job: dict[str, Any]) -> dict[str, Any]:
 
     events = os.open(os.devnull, os.O_WRONLY)
     spec = JobSpec(job_id="bench", attempt=1, source=str(job["path"]), passes=["ocr"], config=config)
-    ctx = Recorder(spec, events, workdir=Path(tempfile.mkdtemp(prefix="bench-")))
+    readers = int(job.get("readers", 1))  # as if the parent had lent the job readers - 1 idle cores
+    ctx = Recorder(spec, events, workdir=Path(tempfile.mkdtemp(prefix="bench-")), readers=lambda: readers)
     ctx.pass_name = "ocr"
     # The engine is made before the clock starts: per-page CPU is the pages' own, and the
     # start (imports and models, once per child) is reported apart.
@@ -496,6 +499,28 @@ def long_scan_table(corpus: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 # --- report -----------------------------------------------------------------------------
 
+def readers_table(directory: Path, quick: bool) -> tuple[str, dict[str, Any]]:
+    """One job's scan read by one reader, and by two as on a lent core (passes/page_readers.py)."""
+    import docgen
+
+    path = directory / "readers.pdf"
+    pages = 4 if quick else 8
+    truth = docgen.scanned_pdf(path, range(70, 70 + pages), docgen.ScanStyle(dpi=300))
+    rows, figures = [], {}
+    for readers in (1, 2):
+        result = run_measured({"mode": "pass", "path": str(path), "readers": readers}, lean_env=False)
+        cer, _ = _cer([p.text for p in truth], result["pages"])
+        figures[readers] = {"wall_s": round(result["pass_s"], 2), "cpu_s": round(result["cpu_s"], 2),
+                            "peak_rss_mb": result["maxrss_mb"], "cer": cer,
+                            "readers": result["summary"]["readers"]}
+    for readers, f in figures.items():
+        rows.append([readers, f["readers"], pages, f["wall_s"], round(figures[1]["wall_s"] / f["wall_s"], 2),
+                     f["cpu_s"], f["peak_rss_mb"], f"{100 * f['cer']:.2f} %"])
+    table = _table(["readers allowed", "most at once", "pages (300 dpi, dense)", "pass s", "speed-up",
+                    "CPU s (process)", "peak RSS MB", "CER"], rows)
+    return table, {str(k): v for k, v in figures.items()}
+
+
 def _cer(truth: list[str], pages: list[dict[str, Any]]) -> tuple[float, float]:
     import docgen
 
@@ -530,6 +555,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
     parser.add_argument("--throughput", action="store_true",
                         help="only: pages/s through `docsuper run --drain` against the in-process loop")
+    parser.add_argument("--readers", action="store_true", help="only: one scan read by one reader and by two")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--start-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--zygote", action="store_true", help=argparse.SUPPRESS)
@@ -548,6 +574,11 @@ def main() -> None:
     if args.throughput:
         with tempfile.TemporaryDirectory(prefix="bench-ocr-throughput-") as tmp:
             throughput_table(Path(tmp))
+        return
+
+    if args.readers:
+        with tempfile.TemporaryDirectory(prefix="bench-ocr-readers-") as tmp:
+            print(readers_table(Path(tmp), args.quick)[0])
         return
 
     began = time.time()
@@ -571,6 +602,11 @@ def main() -> None:
     print("long scan and large TIFF …", flush=True)
     table, figures["documents"] = long_scan_table(corpus)
     report += ["", "## Long scan, large TIFFs and the largest pages (default engine)", "", table]
+
+    # 2b. one job on a lent core: two readers against one
+    print("one scan read by one reader and by two …", flush=True)
+    table, figures["readers"] = readers_table(directory, args.quick)
+    report += ["", "## One job, one reader against two (a lent core)", "", table]
 
     # 3. the box: 512 MB, a burst of mixed jobs at concurrency 5 and 1
     if os.geteuid() == 0 and not args.no_box:
