@@ -737,6 +737,7 @@ class Supervisor:
         """Lend the cores no job uses to children that can read several pages at once, and take
         them back as jobs start (supervisor/lending.py); each change is logged."""
         if self.reading_slots <= 1 or not self.children:
+            self.metrics.readers_lent.set(0)
             return
         reading = [Reading(c.job.id, c.readers_wanted if c.stop_outcome is None else 1, self.keepalive.lent(c.job.id))
                    for c in self.children.values()]
@@ -747,6 +748,7 @@ class Supervisor:
             if readers != before and self.keepalive.lend(job_id, readers):
                 self.log.info("readers_lent", job_id=job_id, document=document_name(self.children[job_id].job.source),
                               readers=readers, before=before, running=len(reading), reading_slots=self.reading_slots)
+        self.metrics.readers_lent.set(sum(self.keepalive.lent(c.job_id) - 1 for c in reading))
 
     # -- leases ----------------------------------------------------------
     def _note_lapsed_leases(self, now: float) -> None:

@@ -32,6 +32,8 @@ class Metrics:
         self.duration = Histogram("docsuper_attempt_seconds", "Wall time of an attempt",
                                   buckets=SECONDS_BUCKETS, registry=r)
         self.children = Gauge("docsuper_children", "Job children running now", registry=r)
+        self.readers_lent = Gauge("docsuper_readers_lent",
+                                  "Readers lent to running jobs on idle cores (beyond each job's own)", registry=r)
         self.children_mb = Gauge("docsuper_children_memory_mb", "USS of all job children together, MB", registry=r)
         self.budget_mb = Gauge("docsuper_box_budget_mb", "Memory all children may use together, MB", registry=r)
         self.parent_rss_mb = Gauge("docsuper_parent_rss_mb", "The supervisor's own RSS, MB", registry=r)
