@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import psycopg
 import pytest
@@ -295,17 +295,42 @@ def pgbouncer_url() -> Iterator[str]:
     pooled = f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{port}/{params.get('dbname', 'test')}"
     try:
         deadline = time.monotonic() + 15
+
+        def give_up(what: str) -> NoReturn:
+            log = work / "pgbouncer.log"
+            pytest.fail(f"pgbouncer {what}: {proc.stderr.read().decode() if proc.stderr else ''}"
+                        f"{log.read_text() if log.exists() else ''}")
+
         while True:
+            client = None
             try:
-                with psycopg.connect(pooled, connect_timeout=2) as conn:
-                    conn.execute("SELECT 1")
+                client = psycopg.connect(pooled, connect_timeout=2)
+                client.execute("SELECT 1")
                 break
             except psycopg.Error:
+                if client is not None:
+                    client.close()
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    log = work / "pgbouncer.log"
-                    pytest.fail(f"pgbouncer did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
-                                f"{log.read_text() if log.exists() else ''}")
+                    give_up("did not start")
                 time.sleep(0.1)
+        # PgBouncer opens the min_pool_size server connections one per maintenance round
+        # (about a third of a second each) and only while a client is connected: until then
+        # every transaction lands on the one server connection, where a prepared statement
+        # never goes missing. Hold the client until SHOW POOLS counts all three.
+        console = pooled.rsplit("/", 1)[0] + "/pgbouncer"
+        with client, psycopg.connect(console, autocommit=True,
+                                     cursor_factory=psycopg.ClientCursor) as admin:  # simple protocol only
+            while True:
+                cur = admin.execute("SHOW POOLS")
+                names = [c.name for c in cur.description or []]
+                pools = [dict(zip(names, row)) for row in cur.fetchall()]
+                servers = sum(pool["sv_active"] + pool["sv_idle"] + pool["sv_used"]
+                              for pool in pools if pool["database"] == params.get("dbname", "test"))
+                if servers >= 3:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    give_up(f"opened {servers} of its 3 server connections: {pools}")
+                time.sleep(0.05)
         yield pooled
     finally:
         proc.terminate()
