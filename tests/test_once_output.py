@@ -22,7 +22,9 @@ def test_a_replay_that_fails_leaves_a_succeeded_job_as_it_was(env: Env):
     # What once did to a job whose file was deleted since: turned it dead, and counted the replay
     # (attempt 4/3). A replay under a lower memory cap fails the same way, with no file to delete.
     env.set(DOCSUPER_WORKERS_PRELOAD="json")
-    [job_id] = env.submit("alloc", alloc_mb=60)
+    # Held for a second: the watchdog samples every 0.1 s, and a child that only passes 20 MB on
+    # its way to 60 and exits is over the cap for about that long (one replay was caught at 20.4 MB).
+    [job_id] = env.submit("alloc", alloc_mb=60, hold_s=1)
     env.drain()
     with env.queue() as q:
         before = q.get(job_id)
