@@ -169,6 +169,7 @@ class Observer:
                 "rss_mb": round(c.meter.peak_rss_mb, 1), "cap_mb": cap, "pid": c.pid,
                 "held_mb": round(max(c.meter.uss_mb, sup.budget.expected(c.job.passes)), 1),
                 "seconds": round(now - c.started_at, 1), "stopping": c.stop_outcome,
+                "readers": sup.keepalive.lent(c.job.id),  # pages read at once: more than 1 on lent cores
             })
         running.sort(key=lambda r: -r["seconds"])
         children_mb = sum(r["uss_mb"] for r in running)

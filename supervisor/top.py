@@ -68,6 +68,12 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} MB"
 
 
+def _pass(r: dict[str, Any]) -> str:
+    """The pass it runs, and "×2" while it reads two pages at once on a lent core."""
+    readers = r.get("readers") or 1
+    return (r.get("pass") or "-") + (f" ×{readers}" if readers > 1 else "")
+
+
 def _pages(r: dict[str, Any]) -> str:
     if r.get("done") is None:
         return "-"
@@ -114,7 +120,7 @@ def render(picture: dict[str, Any], note: str = "", now: float | None = None) ->
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=40 if column == "document" else None)
     for r in running:
         live = r.get("uss_mb") is not None
-        table.add_row(r["job_id"][:8], r.get("document") or "-", r.get("pass") or "-", _pages(r),
+        table.add_row(r["job_id"][:8], r.get("document") or "-", _pass(r), _pages(r),
                       memory_bar(r["uss_mb"], r["cap_mb"]) if live else Text("peak only: see peak", style="dim"),
                       _mb(r.get("peak_mb")), f"{r.get('attempt')}/{r.get('max_attempts')}",
                       f"{r['seconds']:.0f}s" if r.get("seconds") is not None else "-")

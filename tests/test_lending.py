@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import pytest
 
 from . import docgen
-from .daemon import stop_daemon
+from .daemon import stop_daemon, wait_for
+from .test_http import free_port, get
 
 CER_MAX = 0.01
 
@@ -76,14 +77,21 @@ def test_a_lone_scan_reads_pages_on_the_idle_core_unless_concurrency_is_one(env:
 @pytest.mark.ocr
 @pytest.mark.slow
 def test_a_loan_is_taken_back_when_another_job_starts_and_lent_again_when_it_ends(env: Any):
-    path, truth = _scan(env, 10)
-    env.set(DOCSUPER_WORKERS_CONCURRENCY="2", DOCSUPER_WORKERS_CORES="2")
+    path, truth = _scan(env, 16)  # long enough for the loan to be seen, taken back and lent again
+    port = free_port()
+    env.set(DOCSUPER_WORKERS_CONCURRENCY="2", DOCSUPER_WORKERS_CORES="2", PORT=str(port),
+            DOCSUPER_HTTP_HOST="127.0.0.1")
+    base = f"http://127.0.0.1:{port}"
     [item] = json.loads(env.cli("submit", str(path), "--passes", "ocr", "--json").stdout)
     daemon = env.start()
     try:
         log = records(daemon)
         first = next(r for r in log if r["event"] == "readers_lent")
         assert (first["job_id"], first["readers"], first["before"]) == (item["id"], 2, 1)
+        # What an operator sees while the loan lasts: the job's row (top and the dashboard say "ocr ×2"), the gauge.
+        wait_for(lambda: [r.get("readers") for r in json.loads(get(f"{base}/api/live")[1])["running"]] == [2],
+                 what="the running job shown with two readers")
+        wait_for(lambda: "docsuper_readers_lent 1.0" in get(f"{base}/metrics")[1], what="one reader lent in /metrics")
         [other] = env.submit("noop")
         # Taken back when the other job is claimed, lent again once it is over (the scan has pages left).
         loans = (r for r in log if r["event"] == "readers_lent")
