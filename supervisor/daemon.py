@@ -28,8 +28,9 @@ import psutil
 
 from docsuper import __version__
 
+from .admission_log import AdmissionLog
 from .app_hooks import ApplicationHooks
-from .budget import Admission, MemoryBudget, box_memory_mb, child_kernel_limit_mb
+from .budget import MemoryBudget, box_memory_mb, child_kernel_limit_mb
 from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .keepalive import Keepalive
@@ -148,11 +149,9 @@ class Supervisor:
         # Pages read at once, across jobs or lent within one: never more than the concurrency.
         self.reading_slots = min(config.workers.concurrency, config.workers.cores or usable_cores())
         self.kernel_limit_mb = config.kernel_limit_mb  # a child's room to grow: capped at the box budget once known
-        # The admission decision last logged, and the last one not logged because no job waited
-        # (asked again after a poll interval: jobs may have come).
-        self.admission_said: tuple[int, int, int, float, bool] | None = None
-        self.admission_unsaid: tuple[int, int, int, float, bool] | None = None
-        self.admission_recheck_at = 0.0
+        # Why jobs wait, in the log (a decision not logged because no job waited is asked again
+        # after a poll interval: jobs may have come).
+        self.admission_log = AdmissionLog(self.log, self._has_queued, config.queue.poll_interval_s)
         self._config = config.as_dict()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._previous_handlers: dict[int, Any] = {}
@@ -416,7 +415,7 @@ class Supervisor:
         admission = self.budget.admit([(c.job.passes, c.meter.uss_mb) for c in self.children.values()], free)
         want = admission.claim
         if want <= 0:
-            self._log_admission(admission, 0, now)
+            self.admission_log.note(admission, 0, now)
             self.claim_wanted = False
             self.next_poll = now + self.cfg.memory.watchdog_interval_ms / 1000
             return
@@ -427,36 +426,13 @@ class Supervisor:
             self.claim_wanted = False
             self.next_poll = now + min(self.cfg.queue.poll_interval_s, 2.0)
             return
-        self._log_admission(admission, len(jobs), now)
+        self.admission_log.note(admission, len(jobs), now)
         for job in jobs:
             self._start_child(job, now)
         self.claim_wanted = len(jobs) == want and want == free
         if not self.claim_wanted:
             poll = self.cfg.queue.poll_interval_s
             self.next_poll = now + (min(poll, 0.5) if drain else poll)
-
-    def _log_admission(self, admission: Admission, claimed: int, now: float) -> None:
-        """Say why jobs wait while the budget, not the concurrency, holds them back: once per
-        change of decision (the loop asks every 100 ms while it holds), and once when it stops.
-        Only when a job does wait: a budget that holds back claims from an empty queue is not news."""
-        if not admission.limited:
-            if self.admission_said is not None:
-                self.admission_said = None
-                self._admission_record(admission)
-            return
-        key = admission.key()
-        if key == self.admission_said or (key == self.admission_unsaid and now < self.admission_recheck_at):
-            return
-        if claimed < admission.claim or not self._has_queued():  # nothing is left waiting
-            self.admission_unsaid, self.admission_recheck_at = key, now + self.cfg.queue.poll_interval_s
-            return
-        self.admission_said = key
-        self._admission_record(admission)
-
-    def _admission_record(self, admission: Admission) -> None:
-        self.log.info("admission", limited=admission.limited, claim=admission.claim,
-                      free_slots=admission.free_slots, running=admission.running, held_mb=admission.held_mb,
-                      next_job_mb=admission.next_job_mb, budget_mb=admission.budget_mb, reason=admission.reason())
 
     def _work_disk_full(self) -> bool:
         """Whether the work directories' disk is full: a job started now would only fail (said
