@@ -35,7 +35,8 @@ from .config import Config
 from .http import HealthServer, Metrics, loop_health
 from .keepalive import Keepalive
 from .lending import READER_MB, Reading, lend_readers, usable_cores
-from .launcher import SERVER_EXITED, LaunchError, child_environment, make_launcher
+from .launcher import LaunchError, child_environment, make_launcher
+from .launcher_keeper import LauncherKeeper
 from .logs import Logger, OutageLog
 from .metering import MemoryMeter
 from .observer import Observer
@@ -50,9 +51,6 @@ from .containment import JobCgroups, kill_marked
 from .drain import Interrupted, Tally, Waiting, waiting_for
 from .watchdog import ProcessTree
 from .workdirs import WorkDirs, remove
-
-RESTART_DELAY_S = 0.5  # before a replacement fork server starts; doubles while they keep dying
-MAX_RESTART_DELAY_S = 30.0
 
 # The config sections a child may see: `inputs` (any pass may fetch the job's document)
 # and one named after a pass it runs (`ocr`). Never these, whatever a pass is called.
@@ -128,10 +126,9 @@ class Supervisor:
         self.stop_now = False
         self.shutdown_deadline = 0.0
         self.hard_stop_at = 0.0  # past it, a stopping supervisor kills the launcher to get its children back
-        self.launcher_killed = False
-        self.launcher_up = False  # ready to launch: False while a replacement preloads
-        self.restart_delay = RESTART_DELAY_S
-        self.restart_at: float | None = None  # when to start a replacement launcher
+        # Starts, checks, replaces and restarts the launcher; says when it is ready or lost.
+        self.launcher_keeper = LauncherKeeper(self.launcher, self.log, lambda: self.stopping,
+                                              self._launcher_ready, self._launcher_lost)
         self.claim_wanted = True
         self.next_poll = 0.0
         self.next_sample = 0.0
@@ -175,9 +172,6 @@ class Supervisor:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
 
-    def _start_launcher(self) -> None:
-        self._launcher_ready(self.launcher.start())
-
     def _sweep_gone_workers(self) -> None:
         """Kill the processes, and remove the work directories, that workers on this host left
         when they died (a killed parent cannot clean up after itself)."""
@@ -189,23 +183,6 @@ class Supervisor:
             return
         self.log.warning("gone_workers_swept", workers=gone, processes_killed=len(killed),
                          cgroup_processes_killed=in_cgroups, workdirs_removed=[str(p) for p in removed])
-
-    def _launcher_ready(self, ready: Ready) -> None:
-        self.launcher_up = True
-        self.restart_delay = RESTART_DELAY_S
-        if ready.failed:
-            self.log.warning("preload_incomplete", failed=ready.failed)
-        mine = _own_rss_mb()
-        server = psutil.Process(ready.pid).memory_info().rss / 2**20 if ready.pid != os.getpid() else 0.0
-        budget = self.cfg.memory.box_budget_mb or max(
-            0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
-        self.budget.budget_mb = budget
-        self.kernel_limit_mb = child_kernel_limit_mb(self.cfg.kernel_limit_mb, budget)
-        self.metrics.budget_mb.set(budget)
-        self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.preloaded,
-                      seconds=ready.seconds, parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
-                      box_budget_mb=round(budget), job_limit_mb=self.cfg.memory.job_limit_mb,
-                      kernel_limit_mb=self.kernel_limit_mb, configured_kernel_limit_mb=self.cfg.kernel_limit_mb)
 
     def _register(self) -> None:
         now = time.time()
@@ -221,7 +198,7 @@ class Supervisor:
             self.workdirs.open()
             self.cgroups.open()
             self._sweep_gone_workers()
-            self._start_launcher()
+            self.launcher_keeper.start()
             self._register()
             self.observer.ready()
             self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
@@ -257,8 +234,8 @@ class Supervisor:
         self._lend_cores()
         now = time.monotonic()
         self._handle_signals(now)  # a stop signal that came during the wait explains a fork server gone with it
-        self._check_launcher(now)
-        self._restart_launcher(now)
+        self.launcher_keeper.check(now)
+        self.launcher_keeper.restart(now)
         if now >= self.next_sample:
             self._watch(now)
         self.hooks.tick(now)
@@ -343,8 +320,8 @@ class Supervisor:
         check_at = self.launcher.next_check_at()
         if check_at is not None:
             moments.append(check_at)
-        if self.restart_at is not None and not self.stopping:
-            moments.append(self.restart_at)
+        if self.launcher_keeper.restart_at is not None and not self.stopping:
+            moments.append(self.launcher_keeper.restart_at)
         if self.stopping:  # only moments still ahead: one already past would spin the loop
             moments.extend(m for m in (self.shutdown_deadline, self.hard_stop_at) if m > now)
         return max(0.0, min(moments) - now)
@@ -392,10 +369,10 @@ class Supervisor:
             for child in self.children.values():
                 if child.stop_outcome is None:
                     self._stop(child, "interrupted", "worker shut down; the job goes back to the queue", now)
-        if self.stopping and self.children and now >= self.hard_stop_at and not self.launcher_killed:
+        if self.stopping and self.children and now >= self.hard_stop_at and not self.launcher_keeper.killed:
             # Children killed under a stopped or wedged fork server are its zombies, and it
             # would never report them: kill it, and they come back to us to be reaped.
-            self._replace_launcher("the shutdown deadline passed with children left")
+            self.launcher_keeper.replace("the shutdown deadline passed with children left")
 
     # -- claiming and starting -------------------------------------------
     def _has_queued(self) -> bool:
@@ -406,7 +383,7 @@ class Supervisor:
 
     def _claim(self, now: float, drain: bool) -> None:
         free = self.cfg.workers.concurrency - len(self.children)
-        if not self.launcher_up or free <= 0 or not (self.claim_wanted or now >= self.next_poll) or self.outbox:
+        if not self.launcher_keeper.up or free <= 0 or not (self.claim_wanted or now >= self.next_poll) or self.outbox:
             return
         if self._work_disk_full():
             self.claim_wanted = False
@@ -484,7 +461,7 @@ class Supervisor:
             end = AttemptEnd("interrupted", error=f"could not start a child: {exc}")
             self.outbox.put("finish", lambda: self.queue.finish(job.id, self.worker_id, end, 0.0))
             if self.launcher.name == "forkserver":  # a spawn that failed takes no running job with it
-                self._replace_launcher(str(exc))
+                self.launcher_keeper.replace(str(exc))
             return
         now = time.monotonic()
         self.keepalive.add(job.id, pipes.keepalive, renewed_at=claimed_at)
@@ -503,33 +480,24 @@ class Supervisor:
         if child.stop_outcome is not None:  # stopped before the fork was reported
             child.tree.kill()
 
-    def _check_launcher(self, now: float) -> None:
-        problem = self.launcher.check(now)
-        if problem is None:
-            return
-        if self.stopping and problem == SERVER_EXITED:
-            # A stop signal sent to the whole process group (systemd, Ctrl-C) reached the server
-            # too, and it shut down as asked: expected, and nothing to replace it for.
-            self.log.info("launcher_exited", reason="shutting down", start_method=self.launcher.name)
-            self._release_launcher(problem)
-        else:
-            self._replace_launcher(problem)
+    # -- the launcher ready or lost (as its keeper tells) ------------------
+    def _launcher_ready(self, ready: Ready) -> None:
+        """A launcher is ready: the box budget is what is left beside it and this parent."""
+        mine = _own_rss_mb()
+        server = psutil.Process(ready.pid).memory_info().rss / 2**20 if ready.pid != os.getpid() else 0.0
+        budget = self.cfg.memory.box_budget_mb or max(
+            0.0, box_memory_mb() - self.cfg.memory.reserve_mb - mine - server)
+        self.budget.budget_mb = budget
+        self.kernel_limit_mb = child_kernel_limit_mb(self.cfg.kernel_limit_mb, budget)
+        self.metrics.budget_mb.set(budget)
+        self.log.info("launcher_ready", start_method=self.launcher.name, preloaded=ready.preloaded,
+                      seconds=ready.seconds, parent_rss_mb=round(mine, 1), server_rss_mb=round(server, 1),
+                      box_budget_mb=round(budget), job_limit_mb=self.cfg.memory.job_limit_mb,
+                      kernel_limit_mb=self.kernel_limit_mb, configured_kernel_limit_mb=self.cfg.kernel_limit_mb)
 
-    def _replace_launcher(self, reason: str) -> None:
-        """Kill the launcher whatever it is doing; its jobs go back to the queue without using
-        an attempt (a child that already reported its result still succeeds); start a new one."""
-        self.log.error("launcher_replaced", reason=reason, start_method=self.launcher.name,
-                       restarting=not self.stopping)
-        self._release_launcher(reason)
-        if not self.stopping:  # a server that dies at once is restarted after a growing delay
-            self.restart_at = time.monotonic() + self.restart_delay
-            self.restart_delay = min(self.restart_delay * 2, MAX_RESTART_DELAY_S)
-
-    def _release_launcher(self, reason: str) -> None:
-        """Kill what is left of the launcher; the jobs it had not started, or whose children die
-        with it, go back to the queue without using an attempt."""
-        unstarted = set(self.launcher.kill())
-        self.launcher_killed = True
+    def _launcher_lost(self, unstarted: set[str], reason: str) -> None:
+        """The launcher was killed: the jobs it had not started, or whose children die with it,
+        go back to the queue without using an attempt."""
         for child in list(self.children.values()):
             if child.pid is None or child.job.id in unstarted:
                 child.stop_outcome, child.stop_message = "interrupted", f"never started: {reason}"
@@ -538,16 +506,6 @@ class Supervisor:
                 # Killed with the server (PDEATHSIG); its exit comes back through poll().
                 child.stop_outcome = "interrupted"
                 child.stop_message = f"the fork server was replaced ({reason}); the job goes back to the queue"
-        self.launcher_up = False
-
-    def _restart_launcher(self, now: float) -> None:
-        if self.restart_at is None or now < self.restart_at or self.stopping:
-            return
-        self.restart_at = None
-        self.launcher_killed = False
-        ready = self.launcher.begin_start()  # the fork server preloads while the loop goes on
-        if ready is not None:
-            self._launcher_ready(ready)
 
     # -- events from children ----------------------------------------------
     def _read_events(self) -> None:
@@ -598,7 +556,7 @@ class Supervisor:
     def _take_launcher_reports(self) -> None:
         reports = self.launcher.poll()
         if reports.ready is not None:
-            self._launcher_ready(reports.ready)
+            self.launcher_keeper.ready(reports.ready)
         for started in reports.started:
             if started.job_id in self.children:
                 self._forked(self.children[started.job_id], started.pid)
