@@ -45,6 +45,7 @@ from .outcome import Ending, classify, signal_name
 from .picture import document_name
 from .protocol import WORKER_MARKER, ChildLimits, EventReader, JobSpec, Ready, drain_pipe
 from .queue.base import AttemptEnd, Job, Queue, QueueError, QueueUnavailable, WorkerInfo, backoff_delay
+from .reclaim_window import ReclaimWindow
 from .redact import redact
 from .stopping import Running, decide_stops
 from .containment import JobCgroups, kill_marked
@@ -133,10 +134,8 @@ class Supervisor:
         self.next_poll = 0.0
         self.next_sample = 0.0
         self.next_heartbeat = 0.0
-        # Since when the queue has answered again after an outage (None: no outage, or a lease
-        # ago): until a lease has passed, only leases that expired since then are reclaimed.
-        self.queue_back_at: float | None = None
-        self.queue_away = False
+        # After an outage, for a lease, only the leases seen to expire since are reclaimed.
+        self.reclaim_window = ReclaimWindow(config.queue.lease_s)
         self.work_disk_full_since: float | None = None  # claiming paused: no room for a job's files
         self.finished: deque[dict[str, Any]] = deque(maxlen=1000)
         self.tally = Tally()  # the state each finished job was left in
@@ -709,14 +708,14 @@ class Supervisor:
             self._stop_unowned(to_stop, now)  # before anything else: another worker may be running them
             if not self.queue.worker_seen(self.worker_id, len(self.children), self.cfg.queue.lease_s):
                 self._register()  # forgotten while we were cut off for longer than a lease
-            for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self._seen_for(now),
+            for job_id in self.queue.reclaim_expired(self.cfg.retry.backoff_base_s, self.reclaim_window.seen_for(now),
                                                      except_worker=self.worker_id):
                 self.log.warning("lease_reclaimed", job_id=job_id, document=self._document_of(job_id), outcome="lost")
                 self.metrics.reclaimed.inc()
                 self.claim_wanted = True
         except QueueError as exc:
             self.metrics.queue_errors.inc()
-            self.queue_away, self.queue_back_at = True, None
+            self.reclaim_window.queue_lost()
             self.outage.away("heartbeat", exc)
             return
         self.outage.back()
@@ -728,17 +727,6 @@ class Supervisor:
             return document_name(self.queue.get(job_id).source)
         except QueueError:
             return None
-
-    def _seen_for(self, now: float) -> float | None:
-        """How long the queue has been visible again after an outage; None: long enough to judge
-        every expired lease. A worker that was itself cut off reclaims only leases it saw expire:
-        the others' workers were probably cut off too, and get a whole lease to come back."""
-        if self.queue_away:
-            self.queue_away, self.queue_back_at = False, now
-        if self.queue_back_at is None or now - self.queue_back_at >= self.cfg.queue.lease_s:
-            self.queue_back_at = None
-            return None
-        return now - self.queue_back_at
 
     def _stop_unowned(self, job_ids: set[str], now: float) -> None:
         """Stop children whose job was cancelled (with the grace) or whose lease another worker
