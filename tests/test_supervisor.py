@@ -274,6 +274,26 @@ def test_jobs_over_the_box_budget_are_preempted_and_requeued(env: Env):
             assert len(counted) == 1
 
 
+def test_a_kind_not_seen_yet_is_claimed_alone_not_in_a_batch_beside_another(env: Env):
+    """Once the budget has seen one cheap job it would fill every free slot at once; two memory
+    bombs claimed in that one batch ran together and took a 512 MB box past its limit (soak,
+    seed 7). Claimed one at a time, the first bomb (a kind not seen yet, expected at the cap)
+    leaves no room beside it, and the second starts only after it."""
+    env.set(DOCSUPER_MEMORY_BOX_BUDGET_MB="296", DOCSUPER_WORKERS_CONCURRENCY="3", DOCSUPER_RETRY_MAX_ATTEMPTS="1",
+            DOCSUPER_LOG_LEVEL="debug")  # debug: job_started
+    env.submit("pages", pages=3, page_s=0.2)  # long enough for its peak to be read: a few MB
+    bombs = env.submit("alloc", count=2, alloc_mb=2000, alloc_step_mb=20, alloc_step_s=0.01)
+    records = env.drain()
+    running, most = 0, 0
+    for r in records:  # in the order the daemon logged them
+        if r["event"] in ("job_started", "job_finished") and r["job_id"] in bombs:
+            running += 1 if r["event"] == "job_started" else -1
+            most = max(most, running)
+    assert most == 1, [r for r in records if r.get("job_id") in bombs]  # never both at once
+    outcomes = [r["outcome"] for r in records if r["event"] == "job_finished" and r["job_id"] in bombs]
+    assert outcomes == ["oom", "oom"]  # each stopped by its kernel limit, alone: none preempted
+
+
 def test_jobs_held_back_by_the_box_budget_are_logged_once_per_decision_with_the_reason(env: Env):
     # The cap is above the budget: until one job's peak is known, jobs run one at a time.
     env.set(DOCSUPER_MEMORY_BOX_BUDGET_MB="300", DOCSUPER_MEMORY_JOB_LIMIT_MB="400",
