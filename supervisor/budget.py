@@ -16,20 +16,26 @@ from pathlib import Path
 RECENT_PEAKS = 20
 
 
-def _cgroup_limit_bytes() -> int | None:
-    """The memory limit of the cgroup this process is in (v2 or v1), or None."""
+def own_cgroup_files(v2_name: str, v1_controller: str, v1_name: str) -> list[Path]:
+    """Where the cgroup this process is in keeps a setting: `v2_name` in the unified hierarchy,
+    `v1_name` under the v1 `v1_controller`'s; in /proc/self/cgroup's order, existing or not."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
+        return []
+    found = []
     for line in lines:
         hierarchy, controllers, path = line.split(":", 2)
         if hierarchy == "0" and controllers == "":
-            candidate = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max"
-        elif "memory" in controllers.split(","):
-            candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"
-        else:
-            continue
+            found.append(Path("/sys/fs/cgroup") / path.lstrip("/") / v2_name)
+        elif v1_controller in controllers.split(","):
+            found.append(Path("/sys/fs/cgroup") / v1_controller / path.lstrip("/") / v1_name)
+    return found
+
+
+def _cgroup_limit_bytes() -> int | None:
+    """The memory limit of the cgroup this process is in (v2 or v1), or None."""
+    for candidate in own_cgroup_files("memory.max", "memory", "memory.limit_in_bytes"):
         try:
             text = candidate.read_text().strip()
         except OSError:

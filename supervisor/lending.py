@@ -26,10 +26,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
+
+from .budget import own_cgroup_files
 
 # What one more reader adds to a job's memory: a Tesseract instance (~20 MB with its model
-# and dictionaries) and a page in flight (measured by scripts/bench_box.py: see docs/memory.md).
+# and dictionaries) and a page in flight; measured +41 MB RSS on dense 300 dpi pages
+# (scripts/bench_ocr.py --readers, docs/ocr.md "One job on a lent core").
 READER_MB = 60.0
 
 
@@ -75,22 +77,16 @@ def usable_cores() -> int:
 
 def _cgroup_cpu_quota() -> float | None:
     """CPUs' worth of time the cgroup may use (cpu.max in v2, cfs quota in v1), or None."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        hierarchy, controllers, path = line.split(":", 2)
+    for candidate in own_cgroup_files("cpu.max", "cpu", "cpu.cfs_quota_us"):
         try:
-            if hierarchy == "0" and controllers == "":
-                text = (Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max").read_text().split()
-                if len(text) == 2 and text[0] != "max":
-                    return int(text[0]) / int(text[1])
-            elif "cpu" in controllers.split(","):
-                base = Path("/sys/fs/cgroup/cpu") / path.lstrip("/")
-                quota = int((base / "cpu.cfs_quota_us").read_text())
-                if quota > 0:
-                    return quota / int((base / "cpu.cfs_period_us").read_text())
+            if candidate.name == "cpu.max":
+                quota, period = candidate.read_text().split()
+                if quota != "max":
+                    return int(quota) / int(period)
+            else:
+                quota_us = int(candidate.read_text())
+                if quota_us > 0:
+                    return quota_us / int((candidate.parent / "cpu.cfs_period_us").read_text())
         except (OSError, ValueError):
             continue
     return None

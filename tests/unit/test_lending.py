@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from docsuper.passes.page_readers import PageReaders
+from docsuper.supervisor.budget import own_cgroup_files
 from docsuper.supervisor.lending import Reading, lend_readers, usable_cores
 
 MB = 60.0  # one reader's room in these tests
@@ -52,9 +57,42 @@ def test_a_child_that_no_longer_wants_readers_gives_them_back():
 
 
 def test_usable_cores_is_at_least_one_and_at_most_the_affinity():
-    import os
-
     assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
+
+
+def _cpu_cgroup(name: str, cpus: float) -> tuple[Path, str] | None:
+    """A CPU cgroup below ours limited to `cpus` CPUs' worth of time (root, v1 or v2), or None."""
+    own = own_cgroup_files("cpu.max", "cpu", "cpu.cfs_quota_us")
+    if os.geteuid() != 0 or not own:
+        return None
+    path = own[0].parent / name
+    try:
+        path.mkdir()
+        if own[0].name == "cpu.max":
+            (path / "cpu.max").write_text(f"{int(cpus * 100000)} 100000")
+        else:
+            (path / "cpu.cfs_period_us").write_text("100000")
+            (path / "cpu.cfs_quota_us").write_text(str(int(cpus * 100000)))
+    except OSError:
+        return None
+    return path, "cgroup.procs"
+
+
+@pytest.mark.parametrize("cpus", [0.5, 1.5])
+def test_a_cgroup_cpu_quota_lowers_the_cores_lent(cpus: float):
+    """Render's Starter instance is half a CPU on a many-core host: nothing to lend there."""
+    made = _cpu_cgroup(f"docsuper-test-quota-{os.getpid()}", cpus)
+    if made is None:
+        pytest.skip("needs root and a writable CPU cgroup")
+    path, procs = made
+    try:
+        code = ("import os, sys; open(sys.argv[1], 'w').write(str(os.getpid())); "
+                "from docsuper.supervisor.lending import usable_cores; print(usable_cores())")
+        out = subprocess.run([sys.executable, "-c", code, str(path / procs)], capture_output=True, text=True,
+                             check=True).stdout
+        assert int(out) == 1
+    finally:
+        path.rmdir()
 
 
 def _readers(allowed: list[int], most: int = 4, together: threading.Barrier | None = None):
