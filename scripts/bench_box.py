@@ -319,7 +319,8 @@ def print_burst(figures: dict[str, Any]) -> None:
     print(f"\n## The box: {figures['jobs']} mixed jobs in a {figures['limit_mb']} MB memory cgroup"
           f"{' (--quick: smaller documents)' if figures.get('quick') else ''}, {many['cores']} cores\n")
     headers = ["WORKER_CONCURRENCY", "statuses", "kernel OOM kills", "box peak MB", "most OCR children at once",
-               "most readers (loans)", "pages", "s", "pages/s", "ratio", "longest job s", "tail s", "CPU s (of cores × s)", "load before/after"]
+               "most readers (loans)", "pages", "s", "pages/s", "ratio", "longest job s", "tail s",
+               "CPU s (of cores × s)", "load before/after"]
     print("| " + " | ".join(headers) + " |")
     print("|" + "|".join("---" for _ in headers) + "|")
     for r, ratio in ((many, figures["speedup"]), (one, 1.0)):

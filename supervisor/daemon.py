@@ -201,7 +201,8 @@ class Supervisor:
             self._register()
             self.observer.ready()
             self.log.info("supervisor_started", worker=self.worker_id, concurrency=self.cfg.workers.concurrency,
-                          reading_slots=self.reading_slots, containment=self.cgroups.kind, containment_note=self.cgroups.problem,
+                          reading_slots=self.reading_slots, containment=self.cgroups.kind,
+                          containment_note=self.cgroups.problem,
                           queue=redact(self.queue.url), drain=drain)
             if only is not None:
                 self._start_child(only, time.monotonic())
