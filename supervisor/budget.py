@@ -75,9 +75,13 @@ class MemoryBudget:
             return self.job_limit_mb
         return max(max(p) for p in self._peaks.values() if p)
 
+    def holds(self, passes: list[str], current_mb: float) -> float:
+        """What a running child is counted at: the higher of its USS now and what its kind needed before."""
+        return max(current_mb, self.expected(passes))
+
     def admit(self, running: list[tuple[list[str], float]], free_slots: int) -> "Admission":
         """How many more jobs to claim, and why no more: (passes, current MB) of each running child."""
-        held = sum(max(current, self.expected(passes)) for passes, current in running)
+        held = sum(self.holds(passes, current) for passes, current in running)
         each = max(1.0, self.expected())
         fits = int((self.budget_mb - held) // each)
         if not running:

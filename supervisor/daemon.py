@@ -693,7 +693,7 @@ class Supervisor:
             return
         reading = [Reading(c.job.id, c.readers_wanted if c.stop_outcome is None else 1, self.keepalive.lent(c.job.id))
                    for c in self.children.values()]
-        held = sum(max(c.meter.uss_mb, self.budget.expected(c.job.passes)) for c in self.children.values())
+        held = sum(self.budget.holds(c.job.passes, c.meter.uss_mb) for c in self.children.values())
         loan = lend_readers(reading, self.reading_slots, self.budget.budget_mb - held, READER_MB)
         for job_id, readers in loan.items():
             before = self.keepalive.lent(job_id)

@@ -167,7 +167,7 @@ class Observer:
                 "done": c.done, "total": c.total, "attempt": c.job.attempts, "max_attempts": c.job.max_attempts,
                 "uss_mb": round(c.meter.uss_mb, 1), "peak_mb": c.meter.peak_mb,
                 "rss_mb": round(c.meter.peak_rss_mb, 1), "cap_mb": cap, "pid": c.pid,
-                "held_mb": round(max(c.meter.uss_mb, sup.budget.expected(c.job.passes)), 1),
+                "held_mb": round(sup.budget.holds(c.job.passes, c.meter.uss_mb), 1),
                 "seconds": round(now - c.started_at, 1), "stopping": c.stop_outcome,
                 "readers": sup.keepalive.lent(c.job.id),  # pages read at once: more than 1 on lent cores
             })
