@@ -36,7 +36,6 @@ class PageReaders(Generic[Work, Result]):
         self._allowed = allowed
         self._most = max(1, most)
         self._idle: list[Engine] = []
-        self.engines = 0
         self._in_flight: deque[Future[Result]] = deque()
         self._pool: ThreadPoolExecutor | None = None
         self.most_at_once = 0  # how many pages were read at once, at most (the job's summary says it)
@@ -82,7 +81,6 @@ class PageReaders(Generic[Work, Result]):
             engine = self._idle.pop()
         except IndexError:
             engine = self._make_engine()
-            self.engines += 1
         try:
             return self._read(work, engine)
         finally:
