@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psutil
 
@@ -110,8 +110,9 @@ def stop_daemon(daemon: subprocess.Popen[str], timeout: float = 30) -> None:
         daemon.kill()
 
 
-def wait_for_log(daemon: subprocess.Popen[str], event: str, timeout: float = 30) -> dict[str, Any]:
-    """Read a running daemon's log (its stdout, unbuffered) until a record of `event` appears."""
+def log_records(daemon: subprocess.Popen[str], timeout: float = 30) -> Iterator[dict[str, Any]]:
+    """A running daemon's log records (its stdout, unbuffered) as they come, none lost between
+    two reads; the iteration ends when the log does or `timeout` has passed since it began."""
     assert daemon.stdout is not None
     fd = daemon.stdout.fileno()
     deadline = time.monotonic() + timeout
@@ -120,11 +121,16 @@ def wait_for_log(daemon: subprocess.Popen[str], event: str, timeout: float = 30)
         ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
         chunk = os.read(fd, 65536) if ready else b""
         if not chunk:
-            break
+            return
         *lines, buffer = (buffer + chunk).split(b"\n")
-        for line in lines:
-            if line.startswith(b"{") and json.loads(line).get("event") == event:
-                return json.loads(line)
+        yield from (json.loads(line) for line in lines if line.startswith(b"{"))
+
+
+def wait_for_log(daemon: subprocess.Popen[str], event: str, timeout: float = 30) -> dict[str, Any]:
+    """Read a running daemon's log until a record of `event` appears."""
+    for record in log_records(daemon, timeout):
+        if record.get("event") == event:
+            return record
     raise AssertionError(f"no {event!r} in the daemon's log within {timeout} s")
 
 

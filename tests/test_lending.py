@@ -4,17 +4,13 @@ the core back the moment another job starts (supervisor/lending.py, passes/page_
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from . import docgen
-from .daemon import stop_daemon, wait_for
+from .daemon import log_records, stop_daemon, wait_for
 from .test_http import free_port, get
 
 CER_MAX = 0.01
@@ -26,19 +22,10 @@ def _scan(env: Any, pages: int) -> tuple[Path, list[str]]:
     return path, ["\n".join(page.lines) for page in truth]
 
 
-def records(daemon: subprocess.Popen[str], timeout: float = 60) -> Iterator[dict[str, Any]]:
-    """The running daemon's log records as they come (its stdout), until `timeout` passes."""
-    assert daemon.stdout is not None
-    fd = daemon.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    buffer = b""
-    while True:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(fd, 65536) if ready else b""
-        if not chunk:
-            raise AssertionError(f"the daemon's log ended or stayed silent for {timeout} s")
-        *lines, buffer = (buffer + chunk).split(b"\n")
-        yield from (json.loads(line) for line in lines if line.startswith(b"{"))
+def next_loan(log: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    loan = next((r for r in log if r["event"] == "readers_lent"), None)
+    assert loan is not None, "the daemon's log ended or stayed silent before the next readers_lent"
+    return loan
 
 
 def _check_text(env: Any, job_id: str, truth: list[str]) -> None:
@@ -85,8 +72,8 @@ def test_a_loan_is_taken_back_when_another_job_starts_and_lent_again_when_it_end
     [item] = json.loads(env.cli("submit", str(path), "--passes", "ocr", "--json").stdout)
     daemon = env.start()
     try:
-        log = records(daemon)
-        first = next(r for r in log if r["event"] == "readers_lent")
+        log = log_records(daemon, timeout=60)
+        first = next_loan(log)
         assert (first["job_id"], first["readers"], first["before"]) == (item["id"], 2, 1)
         # What an operator sees while the loan lasts: the job's row (top and the dashboard say "ocr ×2"), the gauge.
         wait_for(lambda: [r.get("readers") for r in json.loads(get(f"{base}/api/live")[1])["running"]] == [2],
@@ -94,8 +81,7 @@ def test_a_loan_is_taken_back_when_another_job_starts_and_lent_again_when_it_end
         wait_for(lambda: "docsuper_readers_lent 1.0" in get(f"{base}/metrics")[1], what="one reader lent in /metrics")
         [other] = env.submit("noop")
         # Taken back when the other job is claimed, lent again once it is over (the scan has pages left).
-        loans = (r for r in log if r["event"] == "readers_lent")
-        back, again = next(loans), next(loans)
+        back, again = next_loan(log), next_loan(log)
         assert [(r["job_id"], r["readers"], r["before"]) for r in (back, again)] == \
             [(item["id"], 1, 2), (item["id"], 2, 1)]
         assert back["running"] == 2 and again["running"] == 1
