@@ -53,15 +53,12 @@ class FavouredCpu:
     The figures still say the load beside each run."""
 
     def __init__(self, name: str) -> None:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-        v1 = [line.split(":", 2)[2] for line in lines if "cpu" in line.split(":")[1].split(",")]
-        if v1 and Path("/sys/fs/cgroup/cpu").is_dir():
-            self.parent = Path("/sys/fs/cgroup/cpu") / v1[0].lstrip("/")
-            weight, value = "cpu.shares", "262144"
-        else:
-            unified = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
-            self.parent = Path("/sys/fs/cgroup") / unified.lstrip("/")
-            weight, value = "cpu.weight", "10000"
+        from docsuper.supervisor.budget import own_cgroup_files
+
+        # A v1 CPU hierarchy is listed before the unified one on a hybrid box, as the old walk preferred it.
+        ours = next(f for f in own_cgroup_files("cpu.weight", "cpu", "cpu.shares") if f.parent.is_dir())
+        weight, value = ours.name, "10000" if ours.name == "cpu.weight" else "262144"
+        self.parent = ours.parent
         self.path = self.parent / name
         self.path.mkdir()
         (self.path / weight).write_text(value)
