@@ -29,9 +29,12 @@ from .protocol import encode_keepalive
 @dataclass
 class _Pipe:
     fd: int
-    until: float = 0.0  # the last moment the child was sent
+    until: float = 0.0  # the last moment the child was sent (0: none yet)
     readers: int = 1  # the last loan the child was sent
     lapse_reported: bool = False
+    # A renewal sent after the moment had passed: the child may have stopped itself already, and
+    # that must still be said although the renewal moves the moment on (or finds the pipe closed).
+    lapse_unsaid: bool = False
     closed_by_child: bool = False
 
 
@@ -51,6 +54,8 @@ class Keepalive:
             pipe = self._pipes.get(job_id)
             if pipe is None or pipe.closed_by_child:
                 continue
+            if 0.0 < pipe.until <= sent_at and not pipe.lapse_reported:
+                pipe.lapse_unsaid = True
             until = sent_at + self.trust_s
             if self._write(pipe, until, pipe.readers):
                 pipe.until, pipe.lapse_reported = until, False
@@ -87,7 +92,10 @@ class Keepalive:
         """Jobs whose last moment passed since the last call: their child may have stopped itself."""
         found = []
         for job_id, pipe in self._pipes.items():
-            if now >= pipe.until and not pipe.lapse_reported and not pipe.closed_by_child:
+            if pipe.lapse_unsaid:  # an earlier moment, passed before a renewal: the current one may not have
+                pipe.lapse_unsaid = False
+                found.append(job_id)
+            elif now >= pipe.until and not pipe.lapse_reported and not pipe.closed_by_child:
                 pipe.lapse_reported = True
                 found.append(job_id)
         return found

@@ -80,6 +80,23 @@ def test_the_parent_writes_each_renewal_and_reports_a_lapse_once(pipe):
         os.fstat(write_fd)
 
 
+def test_a_lapse_is_still_reported_when_a_renewal_comes_first(pipe):
+    """After a stall the loop may renew before it asks for lapses (CI saw it with spawn: the child had
+    stopped itself and exited, so the late renewal met a closed pipe); the lapse must not be lost."""
+    read_fd, write_fd = pipe
+    keepalive = Keepalive(trust_s=6.0)
+    keepalive.add("job", write_fd, renewed_at=100.0)
+    keepalive.renewed(["job"], sent_at=103.0)  # in time: no lapse
+    assert keepalive.lapsed(108.9) == []
+    keepalive.renewed(["job"], sent_at=112.0)  # sent after 109, the moment the child was given
+    assert keepalive.lapsed(112.1) == ["job"] and keepalive.lapsed(112.2) == []
+    keepalive.renewed(["job"], sent_at=130.0)  # 118 passed unasked: said, and the moment is 136 now
+    assert keepalive.lapsed(130.1) == ["job"] and keepalive.lapsed(135.9) == []
+    os.close(read_fd)  # the child stopped itself and exited: this renewal meets a closed pipe
+    keepalive.renewed(["job"], sent_at=140.0)
+    assert keepalive.lapsed(140.1) == ["job"] and keepalive.lapsed(150.0) == []
+
+
 def test_a_child_that_closed_its_end_is_written_to_no_more_and_never_reported(pipe):
     read_fd, write_fd = pipe
     keepalive = Keepalive(trust_s=6.0)
